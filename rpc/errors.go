@@ -1,0 +1,191 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Kind classifies an error that travels over the wire. On the wire an error
+// is the string "<Kind>: <message>", so clients in any language can read it.
+type Kind string
+
+// The kinds of error a Shoal server sends. Clients should treat an unknown
+// kind as a non-retryable failure of that call.
+const (
+	// KindUnknownFunction: no function of that name is registered.
+	KindUnknownFunction Kind = "UnknownFunction"
+	// KindBadArguments: the params do not fit the function's signature.
+	KindBadArguments Kind = "BadArguments"
+	// KindFunctionError: the function returned an error or panicked.
+	KindFunctionError Kind = "FunctionError"
+	// KindTimeout: the call's deadline passed.
+	KindTimeout Kind = "Timeout"
+	// KindOverloaded: the server refused the call for lack of capacity; retrying later
+	// or elsewhere may succeed.
+	KindOverloaded Kind = "Overloaded"
+	// KindUnauthorized: the connection has not presented the server's token.
+	KindUnauthorized Kind = "Unauthorized"
+	// KindCanceled: the call was canceled by its caller.
+	KindCanceled Kind = "Canceled"
+	// KindUnavailable: the server is shutting down and takes no new calls.
+	KindUnavailable Kind = "Unavailable"
+	// KindRemote is given to an error from a peer that did not use the
+	// "<Kind>: <message>" form (a third-party server, for example).
+	KindRemote Kind = "RemoteError"
+)
+
+var knownKinds = map[Kind]bool{
+	KindUnknownFunction: true, KindBadArguments: true, KindFunctionError: true,
+	KindTimeout: true, KindOverloaded: true, KindUnauthorized: true,
+	KindCanceled: true, KindUnavailable: true, KindRemote: true,
+}
+
+// Error is an error of a known Kind. Errors returned by a Shoal server reach
+// the Go client as *Error; use errors.Is with the Err* sentinels to test the
+// kind and errors.As to read the message.
+type Error struct {
+	Kind    Kind
+	Message string
+	cause   error
+}
+
+// Sentinels for errors.Is: an *Error matches the sentinel of its Kind.
+var (
+	ErrUnknownFunction = &Error{Kind: KindUnknownFunction}
+	ErrBadArguments    = &Error{Kind: KindBadArguments}
+	ErrFunctionError   = &Error{Kind: KindFunctionError}
+	ErrTimeout         = &Error{Kind: KindTimeout}
+	ErrOverloaded      = &Error{Kind: KindOverloaded}
+	ErrUnauthorized    = &Error{Kind: KindUnauthorized}
+	ErrCanceled        = &Error{Kind: KindCanceled}
+	ErrUnavailable     = &Error{Kind: KindUnavailable}
+)
+
+// Errorf returns an *Error of the given kind. A function registered on a
+// Server may return one to choose the kind its caller sees; any other error
+// reaches the caller as a FunctionError.
+func Errorf(kind Kind, format string, args ...any) *Error {
+	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return string(e.Kind)
+	}
+	return string(e.Kind) + ": " + e.Message
+}
+
+// Is reports whether target is the sentinel of e's Kind.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Message == "" && t.Kind == e.Kind
+}
+
+// Unwrap returns the local cause, such as context.DeadlineExceeded, if any.
+func (e *Error) Unwrap() error { return e.cause }
+
+// wire is the form sent to the peer.
+func (e *Error) wire() string { return e.Error() }
+
+// parseWireError turns an error object received from a peer into an *Error.
+// A string "<Kind>: <message>" whose Kind is a single word keeps that kind;
+// anything else becomes KindRemote with the whole value as its message.
+func parseWireError(v any) *Error {
+	s, ok := v.(string)
+	if !ok {
+		if b, isBytes := v.([]byte); isBytes {
+			s, ok = string(b), true
+		}
+	}
+	if !ok {
+		return &Error{Kind: KindRemote, Message: fmt.Sprint(v)}
+	}
+	if kind, msg, found := strings.Cut(s, ": "); found && isKindWord(kind) {
+		return &Error{Kind: Kind(kind), Message: msg}
+	}
+	if isKindWord(s) && knownKinds[Kind(s)] {
+		return &Error{Kind: Kind(s)}
+	}
+	return &Error{Kind: KindRemote, Message: s}
+}
+
+func isKindWord(s string) bool {
+	if s == "" || s[0] < 'A' || s[0] > 'Z' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// toError converts what a function returned into the *Error sent to the
+// caller: an *Error anywhere in the chain keeps its kind, a context error
+// becomes Timeout or Canceled, anything else is a FunctionError.
+func toError(err error) *Error {
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Kind: KindTimeout, Message: err.Error()}
+	case errors.Is(err, context.Canceled):
+		return &Error{Kind: KindCanceled, Message: err.Error()}
+	}
+	return &Error{Kind: KindFunctionError, Message: err.Error()}
+}
+
+// contextError is what a call returns when its context ends first. It matches
+// both the Kind sentinel and the context error.
+func contextError(method string, err error) *Error {
+	kind := KindCanceled
+	if errors.Is(err, context.DeadlineExceeded) {
+		kind = KindTimeout
+	}
+	return &Error{Kind: kind, Message: method + ": " + err.Error(), cause: err}
+}
+
+// ErrClosed is returned by calls on a Client that was closed by its owner.
+var ErrClosed = errors.New("rpc: client closed")
+
+// ConnError reports that the connection to a server broke; every call that
+// was waiting on it fails with a ConnError.
+type ConnError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ConnError) Error() string {
+	return fmt.Sprintf("rpc: connection to %s broken: %v", e.Addr, e.Err)
+}
+
+func (e *ConnError) Unwrap() error { return e.Err }
+
+// ProtocolError reports bytes that are not a valid msgpack-rpc message or a
+// message that breaks one of the reader's bounds. The connection that
+// carried it is closed.
+type ProtocolError struct {
+	Reason string
+}
+
+func (e *ProtocolError) Error() string { return "rpc: protocol error: " + e.Reason }
+
+// Retryable reports whether a call that failed with err may succeed if tried
+// again, on this server later or on another: the server was overloaded or
+// shutting down, the call timed out, or the connection broke.
+func Retryable(err error) bool {
+	var ce *ConnError
+	switch {
+	case errors.As(err, &ce):
+		return true
+	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrUnavailable), errors.Is(err, ErrTimeout):
+		return true
+	}
+	return false
+}

@@ -1,0 +1,546 @@
+package rpc
+
+import (
+	"bufio"
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ServerConfig configures a Server. Zero fields take the defaults given.
+type ServerConfig struct {
+	// MaxMessageSize bounds one incoming message. Default: 64 MiB.
+	MaxMessageSize int
+	// MaxDepth bounds the nesting of arrays and maps in one message, the
+	// envelope included. Default: 64.
+	MaxDepth int
+	// MaxInFlight bounds the calls running at once for one connection;
+	// calls beyond it get an Overloaded error. Default: 1024.
+	MaxInFlight int
+	// IdleTimeout closes a connection that has sent nothing and has no call
+	// running for this long. Default: 5 minutes.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds each write to a connection; a peer that reads
+	// nothing for this long is disconnected. Default: 30s.
+	WriteTimeout time.Duration
+	// Token, when set, must be presented with shoal.auth before any other
+	// call on a connection. Default: none.
+	Token string
+	// TLS, when set, serves TLS with this configuration (see LoadServerTLS).
+	// Default: plain TCP.
+	TLS *tls.Config
+	// Logger receives connection events and protocol violations.
+	// Default: slog.Default().
+	Logger *slog.Logger
+}
+
+func (c ServerConfig) withDefaults() ServerConfig {
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.MaxDepth <= 0 {
+		c.MaxDepth = DefaultMaxDepth
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 1024
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("rpc: server closed")
+
+// Server serves registered Go functions over msgpack-rpc. Register
+// functions, then call Serve with a listener; Shutdown drains and stops it.
+type Server struct {
+	cfg  ServerConfig
+	log  *slog.Logger
+	reg  registry
+	ctx  context.Context // parent of every call's context; ends on Close
+	stop context.CancelFunc
+	wg   sync.WaitGroup // accept loops, connections and calls
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*serverConn]struct{}
+	draining  bool
+	closed    bool
+
+	calls    atomic.Uint64
+	accepted atomic.Uint64
+}
+
+// NewServer returns a server with no functions registered.
+func NewServer(cfg ServerConfig) *Server {
+	cfg = cfg.withDefaults()
+	ctx, stop := context.WithCancel(context.Background())
+	return &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		ctx:       ctx,
+		stop:      stop,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*serverConn]struct{}),
+	}
+}
+
+// Register makes fn callable as name. fn is a function such as
+// func(ctx context.Context, a, b int) (int, error): the context is optional
+// and must come first, the arguments are decoded from the request's params,
+// and the results may be (), (R), (error) or (R, error). The context ends
+// when the caller cancels, the connection closes or the server is closed.
+// Functions may be registered while the server runs.
+func (s *Server) Register(name string, fn any, opts ...FuncOption) error {
+	f, err := newFunction(name, fn, opts)
+	if err != nil {
+		return err
+	}
+	return s.reg.add(f)
+}
+
+// RegisterObject makes each exported method of obj callable as
+// prefix.Method, as Pyro exposes an object; opts apply to every method.
+func (s *Server) RegisterObject(prefix string, obj any, opts ...FuncOption) error {
+	fns, err := objectFunctions(prefix, obj, opts)
+	if err != nil {
+		return err
+	}
+	return s.reg.add(fns...)
+}
+
+// Functions lists the registered functions by name.
+func (s *Server) Functions() []FunctionInfo { return s.reg.list() }
+
+// Stats is a snapshot of a server's activity.
+type Stats struct {
+	Connections int    // open connections
+	Accepted    uint64 // connections accepted since the server was made
+	InFlight    int    // calls running now
+	Calls       uint64 // calls started since the server was made
+}
+
+// Stats returns a snapshot of the server's activity.
+func (s *Server) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := Stats{Connections: len(s.conns), Accepted: s.accepted.Load(), Calls: s.calls.Load()}
+	for c := range s.conns {
+		c.mu.Lock()
+		st.InFlight += c.running
+		c.mu.Unlock()
+	}
+	return st
+}
+
+// Serve accepts connections on l until Shutdown or Close, when it returns
+// ErrServerClosed. With cfg.TLS set, connections are served over TLS.
+func (s *Server) Serve(l net.Listener) error {
+	if s.cfg.TLS != nil {
+		l = tls.NewListener(l, s.cfg.TLS)
+	}
+	s.mu.Lock()
+	if s.closed || s.draining {
+		s.mu.Unlock()
+		l.Close()
+		return ErrServerClosed
+	}
+	s.listeners[l] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	var backoff time.Duration
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			s.mu.Lock()
+			stopping := s.closed || s.draining
+			s.mu.Unlock()
+			if stopping {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				// Out of file descriptors and the like: wait and retry
+				// rather than spin or give up.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("rpc: accept failed; retrying", "err", err, "in", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			s.mu.Lock()
+			delete(s.listeners, l)
+			s.mu.Unlock()
+			return err
+		}
+		backoff = 0
+		s.startConn(conn)
+	}
+}
+
+func (s *Server) startConn(conn net.Conn) {
+	ctx, cancel := context.WithCancel(s.ctx)
+	c := &serverConn{
+		s:      s,
+		conn:   conn,
+		remote: conn.RemoteAddr().String(),
+		w:      newConnWriter(conn, s.cfg.WriteTimeout),
+		ctx:    ctx,
+		cancel: cancel,
+		calls:  make(map[uint32]*runningCall),
+		authed: s.cfg.Token == "",
+	}
+	s.mu.Lock()
+	if s.closed || s.draining {
+		s.mu.Unlock()
+		cancel()
+		conn.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.accepted.Add(1)
+	s.wg.Add(1)
+	s.mu.Unlock()
+	go c.serve()
+}
+
+// Shutdown stops accepting connections, answers new calls with Unavailable,
+// waits for the calls in flight to finish and their replies to be written,
+// then closes every connection. If ctx ends first it closes at once, as
+// Close does, and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	s.closeListenersLocked()
+	conns := make([]*serverConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+
+	for _, c := range conns {
+		if err := c.drain(ctx); err != nil {
+			s.Close()
+			return err
+		}
+	}
+	return s.Close()
+}
+
+// Close stops the server at once: listeners and connections are closed and
+// the contexts of running calls end. It returns when every goroutine the
+// server started has finished, so functions should honour their context.
+// It is safe to call more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	s.closeListenersLocked()
+	for c := range s.conns {
+		c.conn.Close()
+	}
+	s.mu.Unlock()
+	s.stop()
+	s.wg.Wait()
+	return nil
+}
+
+func (s *Server) closeListenersLocked() {
+	for l := range s.listeners {
+		l.Close()
+		delete(s.listeners, l)
+	}
+}
+
+// serverConn is one client connection. Its reader goroutine decodes
+// messages and answers built-in methods inline; each call to a registered
+// function runs in a goroutine of its own.
+type serverConn struct {
+	s      *Server
+	conn   net.Conn
+	remote string
+	w      *connWriter
+	ctx    context.Context // ends when the connection closes
+	cancel context.CancelFunc
+	authed bool // touched only by the reader goroutine
+
+	mu       sync.Mutex
+	running  int
+	calls    map[uint32]*runningCall // by msgid, for shoal.cancel
+	draining bool
+	drained  chan struct{} // closed when draining and nothing runs
+}
+
+type runningCall struct {
+	cancel context.CancelFunc
+}
+
+func (c *serverConn) serve() {
+	defer c.s.wg.Done()
+	defer func() {
+		c.cancel()
+		c.conn.Close()
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+	}()
+	mr := newMessageReader(bufio.NewReaderSize(c.conn, readChunk), c.s.cfg.MaxMessageSize, c.s.cfg.MaxDepth)
+	dec := newDecoder()
+	for {
+		msg, err := c.next(mr)
+		if err != nil {
+			c.logEnd(err)
+			return
+		}
+		if err := c.handle(dec, msg); err != nil {
+			c.logEnd(err)
+			return
+		}
+		mr.release()
+	}
+}
+
+// next reads the next message, keeping a connection whose calls are still
+// running open past the idle timeout.
+func (c *serverConn) next(mr *messageReader) ([]byte, error) {
+	for {
+		c.conn.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+		msg, err := mr.next()
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() && len(mr.buf) == 0 {
+			c.mu.Lock()
+			busy := c.running > 0
+			c.mu.Unlock()
+			if busy {
+				continue
+			}
+			return nil, errIdle
+		}
+		return msg, err
+	}
+}
+
+var errIdle = errors.New("idle timeout")
+
+func (c *serverConn) logEnd(err error) {
+	var pe *ProtocolError
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.s.log.Debug("rpc: connection closed", "remote", c.remote)
+	case errors.As(err, &pe):
+		c.s.log.Warn("rpc: closing connection", "remote", c.remote, "reason", pe.Reason)
+	case errors.Is(err, errIdle):
+		c.s.log.Info("rpc: closing idle connection", "remote", c.remote, "idle", c.s.cfg.IdleTimeout)
+	default:
+		c.s.log.Info("rpc: connection ended", "remote", c.remote, "err", err)
+	}
+}
+
+// handle acts on one message. An error means the bytes were not
+// msgpack-rpc and the connection must close.
+func (c *serverConn) handle(dec *decoder, msg []byte) error {
+	dec.reset(msg)
+	env, err := dec.envelope()
+	if err != nil {
+		return err
+	}
+	switch env.typ {
+	case typeResponse:
+		return &ProtocolError{Reason: "unexpected response: the server sends no requests"}
+	case typeNotification:
+		c.notification(dec, env.method)
+		return nil
+	}
+
+	id := env.id
+	if !c.authed && env.method != "shoal.auth" {
+		c.reply(id, &Error{Kind: KindUnauthorized, Message: "call shoal.auth with the server's token first"}, nil)
+		return nil
+	}
+	n, ok := dec.paramsLen()
+	if !ok {
+		c.reply(id, &Error{Kind: KindBadArguments, Message: env.method + ": params must be an array"}, nil)
+		return nil
+	}
+	if len(env.method) >= len(ReservedPrefix) && env.method[:len(ReservedPrefix)] == ReservedPrefix {
+		result, callErr := c.builtin(dec, env.method, n)
+		c.reply(id, callErr, result)
+		return nil
+	}
+	f := c.s.reg.lookup(env.method)
+	if f == nil {
+		c.reply(id, &Error{Kind: KindUnknownFunction, Message: fmt.Sprintf("no function named %q", env.method)}, nil)
+		return nil
+	}
+	args, argErr := f.decodeArgs(dec.dec, n)
+	if argErr != nil {
+		c.reply(id, argErr, nil)
+		return nil
+	}
+	if callErr := c.start(f, id, true, args); callErr != nil {
+		c.reply(id, callErr, nil)
+	}
+	return nil
+}
+
+// notification runs a one-way call; nothing is sent back, so failures are
+// only logged. Unknown notifications are ignored, as the spec asks.
+func (c *serverConn) notification(dec *decoder, method string) {
+	n, ok := dec.paramsLen()
+	if !ok || !c.authed {
+		return
+	}
+	if method == "shoal.cancel" {
+		c.cancelCalls(dec, n)
+		return
+	}
+	f := c.s.reg.lookup(method)
+	if f == nil {
+		c.s.log.Debug("rpc: ignoring unknown notification", "remote", c.remote, "method", method)
+		return
+	}
+	args, argErr := f.decodeArgs(dec.dec, n)
+	if argErr == nil {
+		argErr = c.start(f, 0, false, args)
+	}
+	if argErr != nil {
+		c.s.log.Info("rpc: notification dropped", "remote", c.remote, "method", method, "err", argErr)
+	}
+}
+
+// start runs f in a goroutine of its own unless the connection is at its
+// in-flight limit or the server is draining.
+func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflect.Value) *Error {
+	ctx, cancel := context.WithCancel(c.ctx)
+	rc := &runningCall{cancel: cancel}
+	c.mu.Lock()
+	switch {
+	case c.draining:
+		c.mu.Unlock()
+		cancel()
+		return &Error{Kind: KindUnavailable, Message: "server is shutting down"}
+	case c.running >= c.s.cfg.MaxInFlight:
+		c.mu.Unlock()
+		cancel()
+		return &Error{Kind: KindOverloaded, Message: fmt.Sprintf("%d calls already in flight on this connection", c.running)}
+	}
+	c.running++
+	if wantReply {
+		c.calls[id] = rc
+	}
+	c.s.wg.Add(1)
+	c.mu.Unlock()
+	c.s.calls.Add(1)
+
+	go func() {
+		defer c.s.wg.Done()
+		result, callErr := f.call(ctx, args)
+		cancel()
+		if wantReply {
+			c.reply(id, callErr, result)
+		} else if callErr != nil {
+			c.s.log.Info("rpc: notification failed", "remote", c.remote, "method", f.info.Name, "err", callErr)
+		}
+		c.mu.Lock()
+		c.running--
+		if wantReply && c.calls[id] == rc {
+			delete(c.calls, id)
+		}
+		if c.draining && c.running == 0 {
+			close(c.drained)
+		}
+		c.mu.Unlock()
+	}()
+	return nil
+}
+
+// builtin answers the reserved shoal.* methods.
+func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
+	switch method {
+	case "shoal.ping":
+		return "pong", nil
+	case "shoal.describe":
+		return c.s.reg.list(), nil
+	case "shoal.auth":
+		var token string
+		if n != 1 || dec.dec.Decode(&token) != nil {
+			return nil, &Error{Kind: KindBadArguments, Message: "shoal.auth takes one string: the token"}
+		}
+		if c.s.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(c.s.cfg.Token)) != 1 {
+			c.s.log.Warn("rpc: wrong token", "remote", c.remote)
+			return nil, &Error{Kind: KindUnauthorized, Message: "wrong token"}
+		}
+		c.authed = true
+		return true, nil
+	case "shoal.cancel":
+		return c.cancelCalls(dec, n), nil
+	}
+	return nil, &Error{Kind: KindUnknownFunction, Message: fmt.Sprintf("no built-in method named %q", method)}
+}
+
+// cancelCalls ends the contexts of the calls whose msgids are in params and
+// returns how many were running.
+func (c *serverConn) cancelCalls(dec *decoder, n int) int {
+	canceled := 0
+	for i := 0; i < n; i++ {
+		id, err := dec.dec.DecodeUint32()
+		if err != nil {
+			break
+		}
+		c.mu.Lock()
+		rc := c.calls[id]
+		c.mu.Unlock()
+		if rc != nil {
+			rc.cancel()
+			canceled++
+		}
+	}
+	return canceled
+}
+
+func (c *serverConn) reply(id uint32, callErr *Error, result any) {
+	e := getEncoder()
+	e.response(id, callErr, result)
+	if err := c.w.write(e.buf.Bytes()); err != nil {
+		// The reader sees the broken connection too and ends it.
+		c.conn.Close()
+	}
+	e.free()
+}
+
+// drain refuses new calls and waits for running ones and their replies.
+func (c *serverConn) drain(ctx context.Context) error {
+	c.mu.Lock()
+	if !c.draining {
+		c.draining = true
+		c.drained = make(chan struct{})
+		if c.running == 0 {
+			close(c.drained)
+		}
+	}
+	c.mu.Unlock()
+	select {
+	case <-c.drained:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.w.flushed()
+	return nil
+}

@@ -1,0 +1,97 @@
+package rpc
+
+import (
+	"net"
+	"sync"
+	"time"
+)
+
+// maxPendingWrite is how many bytes may wait for the socket before writers
+// block; it bounds memory when the peer reads slowly.
+const maxPendingWrite = 4 << 20
+
+// connWriter coalesces messages written by many goroutines. A writer that
+// finds no flush under way becomes the flusher and writes whatever has
+// accumulated, in a loop, until nothing is left; writers that arrive while it
+// is in the write syscall only append. So one caller at a time pays one
+// syscall with no hand-off to another goroutine, and many callers share
+// syscalls.
+type connWriter struct {
+	conn    net.Conn
+	timeout time.Duration
+
+	mu       sync.Mutex
+	space    sync.Cond // signalled when pending shrinks or the writer fails
+	pending  []byte
+	spare    []byte
+	flushing bool
+	err      error
+}
+
+func newConnWriter(conn net.Conn, timeout time.Duration) *connWriter {
+	w := &connWriter{conn: conn, timeout: timeout}
+	w.space.L = &w.mu
+	return w
+}
+
+// write queues msg and returns once it has been written or handed to the
+// goroutine that is writing. The first write error is returned to every
+// later caller; the owner should then close the connection.
+func (w *connWriter) write(msg []byte) error {
+	w.mu.Lock()
+	for w.err == nil && len(w.pending) > 0 && len(w.pending)+len(msg) > maxPendingWrite {
+		w.space.Wait()
+	}
+	if w.err != nil {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	w.pending = append(w.pending, msg...)
+	if w.flushing {
+		w.mu.Unlock()
+		return nil
+	}
+	w.flushing = true
+	for len(w.pending) > 0 && w.err == nil {
+		buf := w.pending
+		w.pending = w.spare[:0]
+		w.mu.Unlock()
+		err := w.writeOut(buf)
+		w.mu.Lock()
+		if cap(buf) <= keepBuffer {
+			w.spare = buf[:0]
+		} else {
+			w.spare = nil
+		}
+		if err != nil {
+			w.err = err
+		}
+		w.space.Broadcast()
+	}
+	w.flushing = false
+	w.space.Broadcast()
+	err := w.err
+	w.mu.Unlock()
+	return err
+}
+
+func (w *connWriter) writeOut(buf []byte) error {
+	if w.timeout > 0 {
+		if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+			return err
+		}
+	}
+	_, err := w.conn.Write(buf)
+	return err
+}
+
+// flushed waits until everything queued has been written or writing failed.
+func (w *connWriter) flushed() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.err == nil && (w.flushing || len(w.pending) > 0) {
+		w.space.Wait()
+	}
+	return w.err
+}
