@@ -368,7 +368,7 @@ func (c *Client) handle(dec *decoder, msg []byte) error {
 		} else if errVal != nil {
 			call.Error = parseWireError(errVal)
 		} else if call.Result != nil {
-			if err := dec.dec.Decode(call.Result); err != nil {
+			if err := decodeResult(dec, call.Result); err != nil {
 				call.Error = &DecodeError{Method: call.Method, Err: err}
 			}
 		}
@@ -383,6 +383,18 @@ func (c *Client) handle(dec *decoder, msg []byte) error {
 		return err
 	}
 	return nil // notifications from the server are ignored
+}
+
+// decodeResult decodes into the caller's value. The decoder can panic on
+// some destinations (a reused []any holding values, for one); that must cost
+// this call, not the connection's reader.
+func decodeResult(dec *decoder, result any) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("decoder panicked: %v", p)
+		}
+	}()
+	return dec.dec.Decode(result)
 }
 
 // DecodeError reports a reply that arrived but does not fit the result value

@@ -187,10 +187,14 @@ func (d *decoder) method() (string, error) {
 	return "", &ProtocolError{Reason: fmt.Sprintf("method name is %s, not str or bin", wireType(c))}
 }
 
-// paramsLen reads the header of the params array. ok is false, with the
-// decoder left in place, when params is not an array.
+// paramsLen reads the header of the params array; nil counts as an empty
+// array, as some clients send it for no arguments. ok is false when params
+// is anything else.
 func (d *decoder) paramsLen() (n int, ok bool) {
 	c, err := d.dec.PeekCode()
+	if err == nil && c == msgpcode.Nil {
+		return 0, d.dec.DecodeNil() == nil
+	}
 	if err != nil || !(msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32) {
 		return 0, false
 	}

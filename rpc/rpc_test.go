@@ -376,3 +376,22 @@ func TestShutdownDeadlineForcesClose(t *testing.T) {
 		t.Fatal("call survived a forced close")
 	}
 }
+
+func TestDecodingIntoReusedSliceCostsOnlyTheCall(t *testing.T) {
+	_, addr := startServer(t, ServerConfig{})
+	c := dial(t, addr, ClientConfig{})
+	out := []any{int8(1), int8(2)}
+	// msgpack panics decoding into a slice that holds non-pointer values;
+	// the client must turn that into an error for this call alone.
+	err := c.Call(context.Background(), "echo", &out, []any{1, 2})
+	if err != nil {
+		var de *DecodeError
+		if !errors.As(err, &de) {
+			t.Fatalf("got %v, want nil or a DecodeError", err)
+		}
+	}
+	var sum int
+	if err := c.Call(context.Background(), "add", &sum, 1, 2); err != nil || sum != 3 {
+		t.Fatalf("client unusable after a bad decode: %d, %v", sum, err)
+	}
+}
