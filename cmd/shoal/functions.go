@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+// builtinFunction is one of the functions every shoal node serves.
+type builtinFunction struct {
+	name string
+	fn   any
+	opts []rpc.FuncOption
+}
+
+// builtinFunctions are served by every `shoal node`, so a grid can be tried
+// and measured before it runs any code of its own. All but sleep and fail
+// are pure and so cacheable.
+var builtinFunctions = []builtinFunction{
+	{"add", add, []rpc.FuncOption{rpc.WithArgNames("a", "b"), rpc.Cacheable(), rpc.WithVersion("1"),
+		rpc.WithDoc("returns a + b")}},
+	{"square", square, []rpc.FuncOption{rpc.WithArgNames("x"), rpc.Cacheable(), rpc.WithVersion("1"),
+		rpc.WithDoc("returns x * x")}},
+	{"echo", echo, []rpc.FuncOption{rpc.WithArgNames("x"), rpc.Cacheable(), rpc.WithVersion("1"),
+		rpc.WithDoc("returns its argument unchanged")}},
+	{"sleep", sleep, []rpc.FuncOption{rpc.WithArgNames("ms"), rpc.WithVersion("1"),
+		rpc.WithDoc("waits ms milliseconds, or until canceled, and returns ms")}},
+	{"sha256", sha256Rounds, []rpc.FuncOption{rpc.WithArgNames("text", "rounds"), rpc.Cacheable(), rpc.WithVersion("1"),
+		rpc.WithDoc("hex SHA-256 of text hashed rounds times (CPU work)")}},
+	{"fib", fib, []rpc.FuncOption{rpc.WithArgNames("n"), rpc.Cacheable(), rpc.WithVersion("1"),
+		rpc.WithDoc("the n-th Fibonacci number, fib(0) = 0, for 0 <= n <= 92")}},
+	{"wordcount", wordcount, []rpc.FuncOption{rpc.WithArgNames("text"), rpc.Cacheable(), rpc.WithVersion("1"),
+		rpc.WithDoc("counts words (runs of letters and digits), lower-cased")}},
+	{"fail", fail, []rpc.FuncOption{rpc.WithArgNames("message"), rpc.WithVersion("1"),
+		rpc.WithDoc("always fails with a FunctionError carrying message")}},
+}
+
+func registerBuiltins(s *rpc.Server) error {
+	for _, b := range builtinFunctions {
+		if err := s.Register(b.name, b.fn, b.opts...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func add(a, b int) int { return a + b }
+
+func square(x int) int { return x * x }
+
+func echo(x any) any { return x }
+
+func sleep(ctx context.Context, ms int) (int, error) {
+	if ms < 0 {
+		return 0, rpc.Errorf(rpc.KindBadArguments, "sleep: ms must not be negative, got %d", ms)
+	}
+	t := time.NewTimer(time.Duration(ms) * time.Millisecond)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return ms, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// sha256Rounds hashes text, then the digest, rounds times in all. It checks
+// for cancellation every few thousand rounds so a long job can be stopped.
+func sha256Rounds(ctx context.Context, text string, rounds int) (string, error) {
+	if rounds < 1 {
+		return "", rpc.Errorf(rpc.KindBadArguments, "sha256: rounds must be at least 1, got %d", rounds)
+	}
+	sum := sha256.Sum256([]byte(text))
+	for i := 1; i < rounds; i++ {
+		if i%4096 == 0 && ctx.Err() != nil {
+			return "", ctx.Err()
+		}
+		sum = sha256.Sum256(sum[:])
+	}
+	return hex.EncodeToString(sum[:]), nil
+}
+
+func fib(n int) (int, error) {
+	if n < 0 || n > 92 {
+		return 0, rpc.Errorf(rpc.KindBadArguments, "fib: n must be between 0 and 92 (larger overflows int64), got %d", n)
+	}
+	a, b := 0, 1
+	for i := 0; i < n; i++ {
+		a, b = b, a+b
+	}
+	return a, nil
+}
+
+func wordcount(text string) map[string]int {
+	counts := make(map[string]int)
+	for _, w := range strings.FieldsFunc(text, func(r rune) bool { return !unicode.IsLetter(r) && !unicode.IsDigit(r) }) {
+		counts[strings.ToLower(w)]++
+	}
+	return counts
+}
+
+func fail(message string) error { return errors.New(message) }
