@@ -2,20 +2,13 @@ package rpc
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
+
+	"github.com/shoalgrid/shoal/internal/testutil"
 )
 
 func TestTokenAuth(t *testing.T) {
@@ -51,70 +44,15 @@ func TestTokenAuth(t *testing.T) {
 	}
 }
 
-// testPKI writes a CA, a server certificate for 127.0.0.1 and a client
-// certificate, all signed by the CA, into a temporary directory.
-type testPKI struct {
-	caFile, serverCert, serverKey, clientCert, clientKey string
-}
-
-func newTestPKI(t *testing.T) testPKI {
-	t.Helper()
-	dir := t.TempDir()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	caTmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "shoal test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		KeyUsage:              x509.KeyUsageCertSign,
-		BasicConstraintsValid: true,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	write := func(name, typ string, der []byte) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{
-			SerialNumber: big.NewInt(serial),
-			Subject:      pkix.Name{CommonName: name},
-			NotBefore:    time.Now().Add(-time.Hour),
-			NotAfter:     time.Now().Add(time.Hour),
-			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		keyDER, _ := x509.MarshalECPrivateKey(key)
-		return write(name+".crt", "CERTIFICATE", der), write(name+".key", "EC PRIVATE KEY", keyDER)
-	}
-	p := testPKI{caFile: write("ca.crt", "CERTIFICATE", caDER)}
-	p.serverCert, p.serverKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
-	return p
-}
-
 func TestTLS(t *testing.T) {
 	checkGoroutines(t)
-	pki := newTestPKI(t)
-	serverTLS, err := LoadServerTLS(pki.serverCert, pki.serverKey, "")
+	pki := testutil.NewPKI(t)
+	serverTLS, err := LoadServerTLS(pki.ServerCert, pki.ServerKey, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, addr := startServer(t, ServerConfig{TLS: serverTLS})
-	clientTLS, err := LoadClientTLS(pki.caFile, "", "")
+	clientTLS, err := LoadClientTLS(pki.CAFile, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,14 +82,14 @@ func TestTLS(t *testing.T) {
 
 func TestTLSClientCertificates(t *testing.T) {
 	checkGoroutines(t)
-	pki := newTestPKI(t)
-	serverTLS, err := LoadServerTLS(pki.serverCert, pki.serverKey, pki.caFile)
+	pki := testutil.NewPKI(t)
+	serverTLS, err := LoadServerTLS(pki.ServerCert, pki.ServerKey, pki.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, addr := startServer(t, ServerConfig{TLS: serverTLS})
 
-	withCert, err := LoadClientTLS(pki.caFile, pki.clientCert, pki.clientKey)
+	withCert, err := LoadClientTLS(pki.CAFile, pki.ClientCert, pki.ClientKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +98,7 @@ func TestTLSClientCertificates(t *testing.T) {
 		t.Fatalf("client with certificate: %v", err)
 	}
 
-	without, _ := LoadClientTLS(pki.caFile, "", "")
+	without, _ := LoadClientTLS(pki.CAFile, "", "")
 	noCert, err := Dial(context.Background(), addr, ClientConfig{TLS: without, Logger: quietLogger(t)})
 	if err == nil {
 		// TLS 1.3 reports the refused certificate on first use.

@@ -134,7 +134,7 @@ type Stats struct {
 	Connections int    // open connections
 	Accepted    uint64 // connections accepted since the server was made
 	InFlight    int    // calls running now
-	Calls       uint64 // calls started since the server was made
+	Calls       uint64 // calls of registered functions started since the server was made
 }
 
 // Stats returns a snapshot of the server's activity.

@@ -90,11 +90,15 @@ Each ARG is one JSON literal: 42, 2.5, true, null, "text", [1,2], {"k":"v"}.
 Quote strings for the shell too: shoal call echo '"hello"'. Integers are sent
 as msgpack integers, other numbers as floats; binary results print as base64.
 
+Flags go before FUNC; everything after it is an argument, so negative
+numbers need no escaping: shoal call square -12.
+
 A remote error (for example "FunctionError: ..." or "BadArguments: ...") is
 printed on stderr and the exit status is 1. Ctrl-C cancels the call on the
 node as well.`,
 		Example: `  shoal call add 2 3
   shoal call --seed 127.0.0.1:7400 wordcount '"the cat and the hat"'
+  shoal call square -12
   shoal call shoal.describe`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -103,6 +107,7 @@ node as well.`,
 	}
 	o.addFlags(cmd)
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: no limit)")
+	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
 
