@@ -1,8 +1,8 @@
 package rpc
 
 import (
-	"runtime"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 )
