@@ -350,7 +350,12 @@ func (c *Client) readLoop() {
 	}
 }
 
-func (c *Client) handle(dec *decoder, msg []byte) error {
+func (c *Client) handle(dec *decoder, msg []byte) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &ProtocolError{Reason: fmt.Sprintf("message could not be decoded: %v", p)}
+		}
+	}()
 	dec.reset(msg)
 	env, err := dec.envelope()
 	if err != nil {
@@ -358,21 +363,9 @@ func (c *Client) handle(dec *decoder, msg []byte) error {
 	}
 	switch env.typ {
 	case typeResponse:
-		call := c.take(env.id, nil)
-		if call == nil {
-			return nil // abandoned by its caller
+		if call := c.take(env.id, nil); call != nil {
+			c.complete(call, dec)
 		}
-		errVal, err := dec.dec.DecodeInterface()
-		if err != nil {
-			call.Error = fmt.Errorf("rpc: %s: decoding error value: %w", call.Method, err)
-		} else if errVal != nil {
-			call.Error = parseWireError(errVal)
-		} else if call.Result != nil {
-			if err := decodeResult(dec, call.Result); err != nil {
-				call.Error = &DecodeError{Method: call.Method, Err: err}
-			}
-		}
-		call.done()
 	case typeRequest:
 		// A server may call back on this connection; this client serves
 		// nothing, so say so rather than leave the server waiting.
@@ -385,16 +378,28 @@ func (c *Client) handle(dec *decoder, msg []byte) error {
 	return nil // notifications from the server are ignored
 }
 
-// decodeResult decodes into the caller's value. The decoder can panic on
-// some destinations (a reused []any holding values, for one); that must cost
-// this call, not the connection's reader.
-func decodeResult(dec *decoder, result any) (err error) {
+// complete reads the error and result of a response into call and
+// delivers it. The decoder can panic on some destinations (a reused []any
+// holding values, for one); that costs this call, never the reader, and the
+// call is delivered whatever happens.
+func (c *Client) complete(call *Call, dec *decoder) {
 	defer func() {
 		if p := recover(); p != nil {
-			err = fmt.Errorf("decoder panicked: %v", p)
+			call.Error = &DecodeError{Method: call.Method, Err: fmt.Errorf("decoder panicked: %v", p)}
 		}
+		call.done()
 	}()
-	return dec.dec.Decode(result)
+	errVal, err := dec.dec.DecodeInterface()
+	switch {
+	case err != nil:
+		call.Error = &DecodeError{Method: call.Method, Err: fmt.Errorf("decoding error value: %w", err)}
+	case errVal != nil:
+		call.Error = parseWireError(errVal)
+	case call.Result != nil:
+		if err := dec.dec.Decode(call.Result); err != nil {
+			call.Error = &DecodeError{Method: call.Method, Err: err}
+		}
+	}
 }
 
 // DecodeError reports a reply that arrived but does not fit the result value

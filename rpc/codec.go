@@ -108,19 +108,38 @@ func newDecoder() *decoder {
 
 // decodeMap decodes a map into map[string]any when every key is a string,
 // which is what Go and JSON users expect, and into map[any]any otherwise,
-// rather than failing on the first non-string key.
+// rather than failing on the first non-string key. A key that Go cannot
+// hash (an array or a map) is an error, where msgpack's own map decoder
+// would panic.
 func decodeMap(d *msgpack.Decoder) (any, error) {
-	m, err := d.DecodeUntypedMap()
-	if err != nil || m == nil {
-		return m, err
+	n, err := d.DecodeMapLen()
+	if err != nil || n < 0 {
+		return nil, err
+	}
+	m := make(map[any]any, min(n, 1024))
+	allStrings := true
+	for i := 0; i < n; i++ {
+		k, err := d.DecodeInterface()
+		if err != nil {
+			return nil, err
+		}
+		switch k.(type) {
+		case []any, map[string]any, map[any]any:
+			return nil, fmt.Errorf("msgpack: map key of type %T cannot be used in Go", k)
+		case string:
+		default:
+			allStrings = false
+		}
+		if m[k], err = d.DecodeInterface(); err != nil {
+			return nil, err
+		}
+	}
+	if !allStrings {
+		return m, nil
 	}
 	out := make(map[string]any, len(m))
 	for k, v := range m {
-		s, ok := k.(string)
-		if !ok {
-			return m, nil
-		}
-		out[s] = v
+		out[k.(string)] = v
 	}
 	return out, nil
 }

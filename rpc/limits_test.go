@@ -255,3 +255,67 @@ func TestManyConnectionsAtOnce(t *testing.T) {
 		return st.Accepted == 50 && st.Connections == 0
 	})
 }
+
+// A map keyed by an array is valid msgpack that Go cannot hold; msgpack's
+// decoder panics on it. It must cost one call, not the server (found by
+// FuzzMessageReader).
+func TestUnhashableMapKeyIsBadArguments(t *testing.T) {
+	_, addr := startServer(t, ServerConfig{})
+	conn := rawConn(t, addr)
+	// [0, 5, "echo", [{[1]: 2}]]
+	conn.Write([]byte{0x94, 0x00, 0x05, 0xa4, 'e', 'c', 'h', 'o', 0x91, 0x81, 0x91, 0x01, 0x02})
+	id, errVal, _ := readResponse(t, conn)
+	if s, _ := errVal.(string); id != 5 || !strings.HasPrefix(s, "BadArguments: echo(any) any: argument 1") {
+		t.Fatalf("id %d, error %v; want BadArguments", id, errVal)
+	}
+	assertServes(t, addr)
+}
+
+// The client reads replies from servers it may not trust: an error value it
+// cannot decode fails that call and leaves the connection working.
+func TestClientSurvivesUndecodableErrorValue(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		d := msgpack.NewDecoder(conn)
+		for {
+			var req []any
+			if d.Decode(&req) != nil {
+				return
+			}
+			id := req[1]
+			if req[2] == "bad" {
+				// [1, id, {[1]: 2}, nil]
+				b, _ := msgpack.Marshal(id)
+				conn.Write(append(append([]byte{0x94, 0x01}, b...), 0x81, 0x91, 0x01, 0x02, 0xc0))
+				continue
+			}
+			b, _ := msgpack.Marshal([]any{1, id, nil, "fine"})
+			conn.Write(b)
+		}
+	}()
+	c := dial(t, l.Addr().String(), ClientConfig{})
+	errc := make(chan error, 1)
+	go func() { errc <- c.Call(context.Background(), "bad", nil) }()
+	select {
+	case err := <-errc:
+		var de *DecodeError
+		if !errors.As(err, &de) {
+			t.Fatalf("got %v, want a DecodeError", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("call with an undecodable error value never returned")
+	}
+	var s string
+	if err := c.Call(context.Background(), "good", &s); err != nil || s != "fine" {
+		t.Fatalf("next call: %q, %v", s, err)
+	}
+}

@@ -184,13 +184,24 @@ func (f *function) decodeArgs(d *msgpack.Decoder, n int) ([]reflect.Value, *Erro
 		t := f.argType(i)
 		c, _ := d.PeekCode()
 		v := reflect.New(t).Elem()
-		if err := d.DecodeValue(v); err != nil {
+		if err := decodeValue(d, v); err != nil {
 			return nil, &Error{Kind: KindBadArguments, Message: fmt.Sprintf(
 				"%s: argument %d: want %s, got %s", f.info.Signature, i+1, typeName(t), wireType(c))}
 		}
 		in = append(in, v)
 	}
 	return in, nil
+}
+
+// decodeValue decodes into v, turning a panic of the decoder on hostile
+// input (msgpack panics on some) into an error.
+func decodeValue(d *msgpack.Decoder, v reflect.Value) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("msgpack decoder panicked: %v", p)
+		}
+	}()
+	return d.DecodeValue(v)
 }
 
 func (f *function) argType(i int) reflect.Type {

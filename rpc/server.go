@@ -354,8 +354,14 @@ func (c *serverConn) logEnd(err error) {
 }
 
 // handle acts on one message. An error means the bytes were not
-// msgpack-rpc and the connection must close.
-func (c *serverConn) handle(dec *decoder, msg []byte) error {
+// msgpack-rpc and the connection must close. A panic while decoding is
+// such an error: it costs this connection, never the server.
+func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &ProtocolError{Reason: fmt.Sprintf("message could not be decoded: %v", p)}
+		}
+	}()
 	dec.reset(msg)
 	env, err := dec.envelope()
 	if err != nil {

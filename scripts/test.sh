@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine with Go: installs what
+# the tests need, checks formatting, vets, runs every test under the race
+# detector and fuzzes the RPC message reader briefly.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# need COMMAND PACKAGE installs PACKAGE with apt-get when COMMAND is missing.
+need() {
+	command -v "$1" >/dev/null 2>&1 && return 0
+	echo "test.sh: $1 is missing; installing Debian package $2" >&2
+	local sudo=""
+	if [ "$(id -u)" -ne 0 ]; then
+		command -v sudo >/dev/null 2>&1 || { echo "test.sh: run as root or install $2 yourself" >&2; exit 1; }
+		sudo="sudo"
+	fi
+	$sudo apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
+}
+
+command -v go >/dev/null 2>&1 || { echo "test.sh: Go is required (https://go.dev/doc/install)" >&2; exit 1; }
+need gcc gcc # the race detector needs cgo
+
+echo "== gofmt"
+unformatted=$(gofmt -l .)
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== fuzz the RPC message reader (${SHOAL_FUZZTIME:=10s} per target)"
+go test -run '^$' -fuzz '^FuzzMessageReader$' -fuzztime "$SHOAL_FUZZTIME" ./rpc
+go test -run '^$' -fuzz '^FuzzServerConn$' -fuzztime "$SHOAL_FUZZTIME" ./rpc
+
+echo "== go test -race"
+go test -race -count=1 -timeout 8m ./...
