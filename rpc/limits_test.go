@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"runtime"
 	"strings"
@@ -317,5 +318,18 @@ func TestClientSurvivesUndecodableErrorValue(t *testing.T) {
 	var s string
 	if err := c.Call(context.Background(), "good", &s); err != nil || s != "fine" {
 		t.Fatalf("next call: %q, %v", s, err)
+	}
+}
+
+// TestWireExample checks the bytes the README shows for add(2, 3).
+func TestWireExample(t *testing.T) {
+	_, addr := startServer(t, ServerConfig{})
+	conn := rawConn(t, addr)
+	conn.Write([]byte{0x94, 0x00, 0x01, 0xa3, 'a', 'd', 'd', 0x92, 0x02, 0x03})
+	want := []byte{0x94, 0x01, 0x01, 0xc0, 0x05}
+	got := make([]byte, len(want))
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("reply % x, %v; want % x", got, err, want)
 	}
 }

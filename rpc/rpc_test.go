@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -393,5 +395,52 @@ func TestDecodingIntoReusedSliceCostsOnlyTheCall(t *testing.T) {
 	var sum int
 	if err := c.Call(context.Background(), "add", &sum, 1, 2); err != nil || sum != 3 {
 		t.Fatalf("client unusable after a bad decode: %d, %v", sum, err)
+	}
+}
+
+// countingConn counts the writes made on a connection.
+type countingConn struct {
+	net.Conn
+	writes atomic.Int64
+}
+
+func (c *countingConn) Write(b []byte) (int, error) {
+	c.writes.Add(1)
+	return c.Conn.Write(b)
+}
+
+func TestConcurrentCallsShareWrites(t *testing.T) {
+	checkGoroutines(t)
+	_, addr := startServer(t, ServerConfig{})
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &countingConn{Conn: raw}
+	c := NewClient(conn, ClientConfig{})
+	defer c.Close()
+
+	const callers, each = 64, 50
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for g := 0; g < callers; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := 0; i < each; i++ {
+				if err := c.Call(context.Background(), "add", nil, 1, 2); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	calls, writes := int64(callers*each), conn.writes.Load()
+	t.Logf("%d calls took %d writes", calls, writes)
+	if writes >= calls/2 {
+		t.Fatalf("%d concurrent calls took %d writes; expected them to share", calls, writes)
 	}
 }

@@ -279,7 +279,9 @@ type serverConn struct {
 	w      *connWriter
 	ctx    context.Context // ends when the connection closes
 	cancel context.CancelFunc
-	authed bool // touched only by the reader goroutine
+	// Touched only by the reader goroutine:
+	authed        bool
+	deadlineMoved time.Time
 
 	mu       sync.Mutex
 	running  int
@@ -321,7 +323,13 @@ func (c *serverConn) serve() {
 // running open past the idle timeout.
 func (c *serverConn) next(mr *messageReader) ([]byte, error) {
 	for {
-		c.conn.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+		// Moving the deadline costs a timer update; on a busy connection
+		// it is moved only when an eighth of the timeout has passed, so
+		// idleness is measured to within that.
+		if now := time.Now(); now.Sub(c.deadlineMoved) > c.s.cfg.IdleTimeout/8 {
+			c.conn.SetReadDeadline(now.Add(c.s.cfg.IdleTimeout))
+			c.deadlineMoved = now
+		}
 		msg, err := mr.next()
 		var ne net.Error
 		if err != nil && errors.As(err, &ne) && ne.Timeout() && len(mr.buf) == 0 {
@@ -329,6 +337,7 @@ func (c *serverConn) next(mr *messageReader) ([]byte, error) {
 			busy := c.running > 0
 			c.mu.Unlock()
 			if busy {
+				c.deadlineMoved = time.Time{}
 				continue
 			}
 			return nil, errIdle
