@@ -18,8 +18,9 @@ const maxPendingWrite = 4 << 20
 // caller at a time pays one syscall with no hand-off to another goroutine,
 // and many callers share syscalls.
 type connWriter struct {
-	conn    net.Conn
-	timeout time.Duration
+	conn          net.Conn
+	timeout       time.Duration
+	deadlineMoved time.Time // touched only by the flusher
 
 	mu       sync.Mutex
 	space    sync.Cond // signalled when pending shrinks or the writer fails
@@ -83,10 +84,16 @@ func (w *connWriter) write(msg []byte) error {
 	return err
 }
 
+// writeOut writes buf with the deadline at least seven eighths of the
+// timeout away; moving it costs a timer update, so it is moved only when an
+// eighth of the timeout has passed. Only the flusher calls it.
 func (w *connWriter) writeOut(buf []byte) error {
 	if w.timeout > 0 {
-		if err := w.conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
-			return err
+		if now := time.Now(); now.Sub(w.deadlineMoved) > w.timeout/8 {
+			if err := w.conn.SetWriteDeadline(now.Add(w.timeout)); err != nil {
+				return err
+			}
+			w.deadlineMoved = now
 		}
 	}
 	_, err := w.conn.Write(buf)
