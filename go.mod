@@ -1,6 +1,6 @@
 module github.com/shoalgrid/shoal
 
-go 1.26.8
+go 1.23
 
 require (
 	github.com/neovim/go-client v1.2.1

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -331,5 +332,43 @@ func TestWireExample(t *testing.T) {
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("reply % x, %v; want % x", got, err, want)
+	}
+}
+
+// syncBuffer is a log destination tests can read while the server writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestClosedConnectionsAreLoggedWithReason(t *testing.T) {
+	var logs syncBuffer
+	_, addr := startServer(t, ServerConfig{MaxMessageSize: 1 << 10, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	for _, tc := range []struct {
+		send   []byte
+		reason string
+	}{
+		{[]byte{0xc1}, `reason="byte 0xc1 is not a msgpack type"`},
+		{request(t, 1, "echo", strings.Repeat("x", 2<<10)), `reason="message larger than the 1024-byte limit"`},
+	} {
+		conn := rawConn(t, addr)
+		go conn.Write(tc.send)
+		expectClosed(t, conn)
+		waitFor(t, "the log line "+tc.reason, func() bool { return strings.Contains(logs.String(), tc.reason) })
+	}
+	if !strings.Contains(logs.String(), `msg="rpc: closing connection" remote=127.0.0.1:`) {
+		t.Fatalf("log does not name the connection:\n%s", logs.String())
 	}
 }
