@@ -89,24 +89,12 @@ func StartNetRPC() (*RPCTarget, error) {
 	if err := srv.Register(EchoService{}); err != nil {
 		return nil, err
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts, err := serveTCP(func(conn net.Conn) { srv.ServeConn(conn) })
 	if err != nil {
 		return nil, err
 	}
-	conns, stop := trackConns()
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns.add(conn)
-			go srv.ServeConn(conn)
-		}
-	}()
-	t := &RPCTarget{Name: "net/rpc"}
-	t.close = append(t.close, func() error { l.Close(); stop(); return nil })
-	c, err := netrpc.Dial("tcp", l.Addr().String())
+	t := &RPCTarget{Name: "net/rpc", close: []func() error{ts.Close}}
+	c, err := netrpc.Dial("tcp", ts.addr())
 	if err != nil {
 		t.Close()
 		return nil, err
@@ -129,24 +117,12 @@ func StartNetRPC() (*RPCTarget, error) {
 // over one loopback connection pays. Concurrent callers take turns on the
 // connection, since raw bytes carry no ids to match replies by.
 func StartRawEcho() (*RPCTarget, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ts, err := serveTCP(func(conn net.Conn) { io.Copy(conn, conn) })
 	if err != nil {
 		return nil, err
 	}
-	conns, stop := trackConns()
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			conns.add(conn)
-			go io.Copy(conn, conn)
-		}
-	}()
-	t := &RPCTarget{Name: "tcp-echo"}
-	t.close = append(t.close, func() error { l.Close(); stop(); return nil })
-	conn, err := net.Dial("tcp", l.Addr().String())
+	t := &RPCTarget{Name: "tcp-echo", close: []func() error{ts.Close}}
+	conn, err := net.Dial("tcp", ts.addr())
 	if err != nil {
 		t.Close()
 		return nil, err
@@ -185,25 +161,54 @@ func StartRPCTargets() ([]*RPCTarget, error) {
 	return targets, nil
 }
 
-// connSet closes the server side of reference servers' connections.
-type connSet struct {
+// tcpServer runs a reference server on 127.0.0.1: one goroutine per
+// connection, all of them stopped and waited for by Close.
+type tcpServer struct {
+	l  net.Listener
+	wg sync.WaitGroup
+
 	mu    sync.Mutex
 	conns []net.Conn
 }
 
-func (s *connSet) add(c net.Conn) {
-	s.mu.Lock()
-	s.conns = append(s.conns, c)
-	s.mu.Unlock()
+func serveTCP(handle func(net.Conn)) (*tcpServer, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &tcpServer{l: l}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, conn)
+			s.mu.Unlock()
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				handle(conn)
+			}()
+		}
+	}()
+	return s, nil
 }
 
-func trackConns() (*connSet, func()) {
-	s := &connSet{}
-	return s, func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		for _, c := range s.conns {
-			c.Close()
-		}
+func (s *tcpServer) addr() string { return s.l.Addr().String() }
+
+// Close stops accepting, closes every connection and waits for their
+// goroutines.
+func (s *tcpServer) Close() error {
+	err := s.l.Close()
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
 	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
 }

@@ -351,11 +351,7 @@ func (c *Client) readLoop() {
 }
 
 func (c *Client) handle(dec *decoder, msg []byte) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = &ProtocolError{Reason: fmt.Sprintf("message could not be decoded: %v", p)}
-		}
-	}()
+	defer recoverDecodePanic(&err)
 	dec.reset(msg)
 	env, err := dec.envelope()
 	if err != nil {
@@ -401,16 +397,3 @@ func (c *Client) complete(call *Call, dec *decoder) {
 		}
 	}
 }
-
-// DecodeError reports a reply that arrived but does not fit the result value
-// the caller gave.
-type DecodeError struct {
-	Method string
-	Err    error
-}
-
-func (e *DecodeError) Error() string {
-	return fmt.Sprintf("rpc: %s: decoding result: %v", e.Method, e.Err)
-}
-
-func (e *DecodeError) Unwrap() error { return e.Err }

@@ -86,9 +86,6 @@ func (e *Error) Is(target error) bool {
 // Unwrap returns the local cause, such as context.DeadlineExceeded, if any.
 func (e *Error) Unwrap() error { return e.cause }
 
-// wire is the form sent to the peer.
-func (e *Error) wire() string { return e.Error() }
-
 // parseWireError turns an error object received from a peer into an *Error.
 // A string "<Kind>: <message>" whose Kind is a single word keeps that kind;
 // anything else becomes KindRemote with the whole value as its message.
@@ -188,4 +185,26 @@ func Retryable(err error) bool {
 		return true
 	}
 	return false
+}
+
+// DecodeError reports a reply that arrived but does not fit the result value
+// the caller gave.
+type DecodeError struct {
+	Method string
+	Err    error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("rpc: %s: decoding result: %v", e.Method, e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// recoverDecodePanic, deferred, turns a panic of the msgpack decoder while
+// a reader handles a message into a ProtocolError in *err: hostile bytes
+// cost that connection, never the process.
+func recoverDecodePanic(err *error) {
+	if p := recover(); p != nil {
+		*err = &ProtocolError{Reason: fmt.Sprintf("message could not be decoded: %v", p)}
+	}
 }

@@ -366,11 +366,7 @@ func (c *serverConn) logEnd(err error) {
 // msgpack-rpc and the connection must close. A panic while decoding is
 // such an error: it costs this connection, never the server.
 func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = &ProtocolError{Reason: fmt.Sprintf("message could not be decoded: %v", p)}
-		}
-	}()
+	defer recoverDecodePanic(&err)
 	dec.reset(msg)
 	env, err := dec.envelope()
 	if err != nil {
