@@ -274,11 +274,13 @@ func (c *Client) abandon(call *Call, ctxErr error) {
 	if c.take(call.id, call) == nil {
 		return
 	}
-	call.Error = contextError(call.Method, ctxErr)
-	call.done()
+	// The cancel goes out before the caller hears back, so a caller that
+	// closes the client at once still stops the work on the server.
 	if err := c.Notify("shoal.cancel", call.id); err != nil {
 		c.log.Debug("rpc: could not send cancel", "addr", c.addr, "err", err)
 	}
+	call.Error = contextError(call.Method, ctxErr)
+	call.done()
 }
 
 // fail finishes the connection with cause and fails every pending call.

@@ -32,7 +32,8 @@
 //	shoal.ping             returns "pong"
 //	shoal.describe         returns the registered functions: name, signature,
 //	                       doc, version and whether results may be cached
-//	shoal.auth [token]     authenticates the connection when the server has a token
+//	shoal.auth [token]     authenticates the connection when the server has a
+//	                       token; a wrong one closes the connection
 //	shoal.cancel [msgid…]  ends the context of the caller's running calls
 //	                       (as a request or a notification)
 //

@@ -23,9 +23,6 @@ func TestTokenAuth(t *testing.T) {
 			t.Fatalf("%s without token: got %v, want Unauthorized", method, err)
 		}
 	}
-	if err := plain.Call(ctx, "shoal.auth", nil, "wrong"); !errors.Is(err, ErrUnauthorized) {
-		t.Fatalf("wrong token: got %v", err)
-	}
 	if err := plain.Call(ctx, "shoal.auth", nil, "s3cret"); err != nil {
 		t.Fatalf("right token: %v", err)
 	}
@@ -41,6 +38,16 @@ func TestTokenAuth(t *testing.T) {
 	}
 	if _, err := Dial(ctx, addr, ClientConfig{Token: "nope", Logger: quietLogger(t)}); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("Dial with wrong token: %v", err)
+	}
+
+	// A wrong guess costs the connection.
+	guesser := dial(t, addr, ClientConfig{})
+	if err := guesser.Call(ctx, "shoal.auth", nil, "wrong"); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("wrong token: got %v", err)
+	}
+	<-guesser.Done()
+	if err := guesser.Call(ctx, "shoal.auth", nil, "s3cret"); !errors.As(err, new(*ConnError)) {
+		t.Fatalf("second guess on the same connection: %v", err)
 	}
 }
 

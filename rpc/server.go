@@ -346,7 +346,10 @@ func (c *serverConn) next(mr *messageReader) ([]byte, error) {
 	}
 }
 
-var errIdle = errors.New("idle timeout")
+var (
+	errIdle       = errors.New("idle timeout")
+	errWrongToken = errors.New("wrong token")
+)
 
 func (c *serverConn) logEnd(err error) {
 	var pe *ProtocolError
@@ -357,6 +360,8 @@ func (c *serverConn) logEnd(err error) {
 		c.s.log.Warn("rpc: closing connection", "remote", c.remote, "reason", pe.Reason)
 	case errors.Is(err, errIdle):
 		c.s.log.Info("rpc: closing idle connection", "remote", c.remote, "idle", c.s.cfg.IdleTimeout)
+	case errors.Is(err, errWrongToken):
+		c.s.log.Warn("rpc: closing connection: wrong token", "remote", c.remote)
 	default:
 		c.s.log.Info("rpc: connection ended", "remote", c.remote, "err", err)
 	}
@@ -393,6 +398,11 @@ func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
 	if len(env.method) >= len(ReservedPrefix) && env.method[:len(ReservedPrefix)] == ReservedPrefix {
 		result, callErr := c.builtin(dec, env.method, n)
 		c.reply(id, callErr, result)
+		if env.method == "shoal.auth" && callErr != nil {
+			// One guess per connection makes guessing the token slow.
+			c.w.flushed()
+			return errWrongToken
+		}
 		return nil
 	}
 	f := c.s.reg.lookup(env.method)
@@ -495,7 +505,6 @@ func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 			return nil, &Error{Kind: KindBadArguments, Message: "shoal.auth takes one string: the token"}
 		}
 		if c.s.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(c.s.cfg.Token)) != 1 {
-			c.s.log.Warn("rpc: wrong token", "remote", c.remote)
 			return nil, &Error{Kind: KindUnauthorized, Message: "wrong token"}
 		}
 		c.authed = true
@@ -521,6 +530,7 @@ func (c *serverConn) cancelCalls(dec *decoder, n int) int {
 		if rc != nil {
 			rc.cancel()
 			canceled++
+			c.s.log.Debug("rpc: call canceled by its caller", "remote", c.remote, "msgid", id)
 		}
 	}
 	return canceled

@@ -141,7 +141,9 @@ func runCall(ctx context.Context, stdout io.Writer, g *globalOptions, o *callOpt
 	}
 	defer c.Close()
 	var result any
-	if err := c.Call(ctx, fn, &result, args...); err != nil {
+	call := c.Go(ctx, fn, &result, nil, args...)
+	cfg.Logger.Debug("call sent", "function", fn, "node", c.Addr())
+	if err := (<-call.Done).Error; err != nil {
 		return err
 	}
 	out, err := json.Marshal(jsonValue(result))

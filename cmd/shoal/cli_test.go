@@ -100,6 +100,20 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 	}
 }
 
+func TestInterruptCancelsCallOnNode(t *testing.T) {
+	node, addr := startNode(t, nil, "--log-level", "debug")
+	call := testutil.Start(t, nil, testutil.ShoalBinary(t), "call", "--seed", addr, "--log-level", "debug", "sleep", "60000")
+	call.WaitForLine(`msg="call sent" function=sleep`, processTimeout)
+	call.Signal(syscall.SIGINT)
+	if code := call.Wait(processTimeout); code != 1 {
+		t.Fatalf("interrupted call exited %d, want 1", code)
+	}
+	if !strings.Contains(call.Stderr(), "shoal: Canceled: sleep: context canceled") {
+		t.Fatalf("interrupted call printed:\n%s", call.Stderr())
+	}
+	node.WaitForLine(`msg="rpc: call canceled by its caller"`, processTimeout)
+}
+
 func TestNodeWithTLS(t *testing.T) {
 	pki := testutil.NewPKI(t)
 	_, addr := startNode(t, nil, "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-client-ca", pki.CAFile)
