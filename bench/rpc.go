@@ -19,7 +19,7 @@ import (
 // RPCTarget is one system in the rpc scenario: a server on 127.0.0.1 and
 // one client connection to it, shared by every caller.
 type RPCTarget struct {
-	Name string
+	Name string // "shoal", "net/rpc" or "tcp-echo"
 	// Call makes one round trip carrying payload and checks the reply.
 	Call  func(payload []byte) error
 	close []func() error

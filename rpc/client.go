@@ -56,11 +56,11 @@ func (c *ClientConfig) logger() *slog.Logger {
 
 // Call is one call in flight, as returned by Client.Go.
 type Call struct {
-	Method string
-	Args   []any
-	Result any   // where the reply is decoded; nil discards it
-	Error  error // set when Done delivers the call
-	Done   chan *Call
+	Method string     // the function called
+	Args   []any      // its arguments
+	Result any        // where the reply is decoded; nil discards it
+	Error  error      // set when Done delivers the call
+	Done   chan *Call // receives the call when it completes
 
 	id      uint32
 	stopCtx func() bool // unregisters the context watcher; guarded by Client.mu
@@ -254,11 +254,9 @@ func (c *Client) take(id uint32, want *Call) *Call {
 	if want != nil && call != want {
 		call = nil
 	}
-	if call != nil {
-		delete(c.pending, id)
-	}
 	var stop func() bool
 	if call != nil {
+		delete(c.pending, id)
 		stop, call.stopCtx = call.stopCtx, nil
 	}
 	c.mu.Unlock()

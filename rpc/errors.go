@@ -46,9 +46,9 @@ var knownKinds = map[Kind]bool{
 // the Go client as *Error; use errors.Is with the Err* sentinels to test the
 // kind and errors.As to read the message.
 type Error struct {
-	Kind    Kind
-	Message string
-	cause   error
+	Kind    Kind   // what went wrong, as sent on the wire
+	Message string // the details, for people
+	cause   error  // a local cause such as context.DeadlineExceeded, never sent
 }
 
 // Sentinels for errors.Is: an *Error matches the sentinel of its Kind.
@@ -154,8 +154,8 @@ var ErrClosed = errors.New("rpc: client closed")
 // ConnError reports that the connection to a server broke; every call that
 // was waiting on it fails with a ConnError.
 type ConnError struct {
-	Addr string
-	Err  error
+	Addr string // the server's address
+	Err  error  // what broke the connection
 }
 
 func (e *ConnError) Error() string {
@@ -168,7 +168,7 @@ func (e *ConnError) Unwrap() error { return e.Err }
 // message that breaks one of the reader's bounds. The connection that
 // carried it is closed.
 type ProtocolError struct {
-	Reason string
+	Reason string // which rule or bound the bytes broke
 }
 
 func (e *ProtocolError) Error() string { return "rpc: protocol error: " + e.Reason }
@@ -190,8 +190,8 @@ func Retryable(err error) bool {
 // DecodeError reports a reply that arrived but does not fit the result value
 // the caller gave.
 type DecodeError struct {
-	Method string
-	Err    error
+	Method string // the function called
+	Err    error  // the decoder's complaint
 }
 
 func (e *DecodeError) Error() string {

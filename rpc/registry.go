@@ -21,11 +21,11 @@ const ReservedPrefix = "shoal."
 // FunctionInfo describes a registered function; shoal.describe returns a
 // list of them.
 type FunctionInfo struct {
-	Name      string `msgpack:"name" json:"name"`
-	Signature string `msgpack:"signature" json:"signature"`
-	Doc       string `msgpack:"doc" json:"doc,omitempty"`
-	Version   string `msgpack:"version" json:"version,omitempty"`
-	Cacheable bool   `msgpack:"cacheable" json:"cacheable"`
+	Name      string `msgpack:"name" json:"name"`                 // what callers call it by
+	Signature string `msgpack:"signature" json:"signature"`       // e.g. "add(a int, b int) int"
+	Doc       string `msgpack:"doc" json:"doc,omitempty"`         // one line, from WithDoc
+	Version   string `msgpack:"version" json:"version,omitempty"` // from WithVersion
+	Cacheable bool   `msgpack:"cacheable" json:"cacheable"`       // pure: results may be cached
 }
 
 // FuncOption sets an option of a registered function.

@@ -19,9 +19,11 @@ import (
 // 127.0.0.1 and a client certificate, as PEM files in a test's temporary
 // directory.
 type PKI struct {
-	CAFile                string
-	ServerCert, ServerKey string
-	ClientCert, ClientKey string
+	CAFile     string // the CA's certificate
+	ServerCert string // for 127.0.0.1, signed by the CA
+	ServerKey  string
+	ClientCert string // for client authentication, signed by the CA
+	ClientKey  string
 }
 
 // NewPKI writes a fresh PKI valid for an hour around now.
