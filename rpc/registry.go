@@ -66,6 +66,7 @@ var (
 // a params array.
 type function struct {
 	info     FunctionInfo
+	system   bool // a shoal.* method registered by Shoal itself
 	fn       reflect.Value
 	withCtx  bool
 	args     []reflect.Type // not counting the context
@@ -256,6 +257,16 @@ func (r *registry) lookup(name string) *function {
 }
 
 func (r *registry) add(fns ...*function) error {
+	return r.addChecked(checkName, fns...)
+}
+
+// addSystem registers methods of Shoal's own, which must carry the
+// reserved prefix.
+func (r *registry) addSystem(fns ...*function) error {
+	return r.addChecked(checkSystemName, fns...)
+}
+
+func (r *registry) addChecked(check func(string) error, fns ...*function) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	old := r.funcs.Load()
@@ -266,7 +277,7 @@ func (r *registry) add(fns ...*function) error {
 		}
 	}
 	for _, f := range fns {
-		if err := checkName(f.info.Name); err != nil {
+		if err := check(f.info.Name); err != nil {
 			return err
 		}
 		if _, dup := next[f.info.Name]; dup {
@@ -285,7 +296,9 @@ func (r *registry) list() []FunctionInfo {
 	}
 	out := make([]FunctionInfo, 0, len(*m))
 	for _, f := range *m {
-		out = append(out, f.info)
+		if !f.system {
+			out = append(out, f.info)
+		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -304,6 +317,17 @@ func checkName(name string) error {
 		if unicode.IsSpace(r) || unicode.IsControl(r) {
 			return fmt.Errorf("rpc: register %q: names may not contain spaces or control characters", name)
 		}
+	}
+	return nil
+}
+
+func checkSystemName(name string) error {
+	if !strings.HasPrefix(name, ReservedPrefix) || len(name) == len(ReservedPrefix) {
+		return fmt.Errorf("rpc: register system method %q: name must start with %q", name, ReservedPrefix)
+	}
+	switch name {
+	case "shoal.ping", "shoal.describe", "shoal.auth", "shoal.cancel":
+		return fmt.Errorf("rpc: register system method %q: built into the server", name)
 	}
 	return nil
 }

@@ -54,7 +54,7 @@ func TestErrorsAreTyped(t *testing.T) {
 		{"boom", nil, ErrFunctionError, "boom panicked: kaboom"},
 		{"add", []any{1}, ErrBadArguments, "add(a int, b int) int takes 2 arguments, got 1"},
 		{"add", []any{1, "two"}, ErrBadArguments, "add(a int, b int) int: argument 2: want int, got string"},
-		{"shoal.nope", nil, ErrUnknownFunction, `no built-in method named "shoal.nope"`},
+		{"shoal.nope", nil, ErrUnknownFunction, `no function named "shoal.nope"`},
 	}
 	for _, tc := range cases {
 		t.Run(fmt.Sprint(tc.method, tc.args), func(t *testing.T) {

@@ -41,6 +41,16 @@ type ServerConfig struct {
 	// Logger receives connection events and protocol violations.
 	// Default: slog.Default().
 	Logger *slog.Logger
+	// Admit, when set, is asked before each call to a user function (not
+	// the shoal.* methods) and may make it wait, for a slot in an executor
+	// say, or refuse it with an error such as an *Error of KindOverloaded.
+	// ctx is the call's own. The call runs once Admit returns, and release
+	// is called when it has finished. Default: every call runs at once.
+	Admit func(ctx context.Context, fn FunctionInfo) (release func(), err error)
+	// Observe, when set, is told of every call answered: the method, the
+	// Kind of its error ("" for success) and how long it took. It must not
+	// block. Default: none.
+	Observe func(method string, outcome Kind, elapsed time.Duration)
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -114,6 +124,19 @@ func (s *Server) Register(name string, fn any, opts ...FuncOption) error {
 		return err
 	}
 	return s.reg.add(f)
+}
+
+// RegisterSystem makes fn callable under a name with the reserved prefix
+// "shoal.", for the methods Shoal's own packages add to a server (the
+// node's shoal.members, for one). System methods are not listed by
+// Functions or shoal.describe and are not subject to ServerConfig.Admit.
+func (s *Server) RegisterSystem(name string, fn any, opts ...FuncOption) error {
+	f, err := newFunction(name, fn, opts)
+	if err != nil {
+		return err
+	}
+	f.system = true
+	return s.reg.addSystem(f)
 }
 
 // RegisterObject makes each exported method of obj callable as
@@ -395,8 +418,10 @@ func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
 		c.reply(id, &Error{Kind: KindBadArguments, Message: env.method + ": params must be an array"}, nil)
 		return nil
 	}
-	if len(env.method) >= len(ReservedPrefix) && env.method[:len(ReservedPrefix)] == ReservedPrefix {
+	if isBuiltin(env.method) {
+		start := time.Now()
 		result, callErr := c.builtin(dec, env.method, n)
+		c.observe(env.method, callErr, start)
 		c.reply(id, callErr, result)
 		if env.method == "shoal.auth" && callErr != nil {
 			// One guess per connection makes guessing the token slow.
@@ -407,18 +432,43 @@ func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
 	}
 	f := c.s.reg.lookup(env.method)
 	if f == nil {
-		c.reply(id, &Error{Kind: KindUnknownFunction, Message: fmt.Sprintf("no function named %q", env.method)}, nil)
+		callErr := &Error{Kind: KindUnknownFunction, Message: fmt.Sprintf("no function named %q", env.method)}
+		c.observe(env.method, callErr, time.Now())
+		c.reply(id, callErr, nil)
 		return nil
 	}
 	args, argErr := f.decodeArgs(dec.dec, n)
 	if argErr != nil {
+		c.observe(env.method, argErr, time.Now())
 		c.reply(id, argErr, nil)
 		return nil
 	}
 	if callErr := c.start(f, id, true, args); callErr != nil {
+		c.observe(env.method, callErr, time.Now())
 		c.reply(id, callErr, nil)
 	}
 	return nil
+}
+
+// isBuiltin reports whether method is answered by the reader itself.
+func isBuiltin(method string) bool {
+	switch method {
+	case "shoal.ping", "shoal.describe", "shoal.auth", "shoal.cancel":
+		return true
+	}
+	return false
+}
+
+// observe reports an answered call to ServerConfig.Observe.
+func (c *serverConn) observe(method string, callErr *Error, start time.Time) {
+	if c.s.cfg.Observe == nil {
+		return
+	}
+	var kind Kind
+	if callErr != nil {
+		kind = callErr.Kind
+	}
+	c.s.cfg.Observe(method, kind, time.Since(start))
 }
 
 // notification runs a one-way call; nothing is sent back, so failures are
@@ -472,8 +522,10 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 
 	go func() {
 		defer c.s.wg.Done()
-		result, callErr := f.call(ctx, args)
+		start := time.Now()
+		result, callErr := c.run(ctx, f, args)
 		cancel()
+		c.observe(f.info.Name, callErr, start)
 		if wantReply {
 			c.reply(id, callErr, result)
 		} else if callErr != nil {
@@ -492,7 +544,19 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 	return nil
 }
 
-// builtin answers the reserved shoal.* methods.
+// run calls f once ServerConfig.Admit lets it.
+func (c *serverConn) run(ctx context.Context, f *function, args []reflect.Value) (any, *Error) {
+	if c.s.cfg.Admit != nil && !f.system {
+		release, err := c.s.cfg.Admit(ctx, f.info)
+		if err != nil {
+			return nil, toError(err)
+		}
+		defer release()
+	}
+	return f.call(ctx, args)
+}
+
+// builtin answers the methods the reader serves itself.
 func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 	switch method {
 	case "shoal.ping":
@@ -512,7 +576,7 @@ func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 	case "shoal.cancel":
 		return c.cancelCalls(dec, n), nil
 	}
-	return nil, &Error{Kind: KindUnknownFunction, Message: fmt.Sprintf("no built-in method named %q", method)}
+	panic("rpc: not a built-in method: " + method)
 }
 
 // cancelCalls ends the contexts of the calls whose msgids are in params and
