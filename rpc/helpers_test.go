@@ -6,10 +6,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoalgrid/shoal/internal/testutil"
 )
 
 // quietLogger keeps expected warnings out of test output unless -v.
@@ -87,35 +88,12 @@ func dial(t testing.TB, addr string, cfg ClientConfig) *Client {
 	return c
 }
 
-// waitFor polls cond until it holds or the time runs out.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 5*time.Second, what, cond)
 }
 
-// checkGoroutines fails the test if goroutines started during it are
-// still running at its end.
-func checkGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				n := runtime.Stack(buf, true)
-				t.Errorf("%d goroutines left running (had %d):\n%s", runtime.NumGoroutine(), before, buf[:n])
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-}
+func checkGoroutines(t *testing.T) { testutil.CheckGoroutines(t) }
 
 // assertServes proves the server still answers a fresh connection.
 func assertServes(t *testing.T, addr string) {

@@ -1,0 +1,111 @@
+package node
+
+import (
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+// metrics are the node's Prometheus metrics, in a registry of its own so
+// that several nodes can live in one process.
+type metrics struct {
+	reg      *prometheus.Registry
+	calls    *prometheus.CounterVec
+	duration *prometheus.HistogramVec
+}
+
+func newMetrics(n *Node) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_rpc_calls_total",
+			Help: "RPC calls answered, by method and outcome (ok or the error kind).",
+		}, []string{"method", "outcome"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "shoal_rpc_call_duration_seconds",
+			Help:    "Time from a call's arrival to its answer, by method and outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 4, 10), // 50µs to about 13s
+		}, []string{"method", "outcome"}),
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	m.reg.MustRegister(
+		m.calls, m.duration,
+		gauge("shoal_executor_slots", "Calls that may run at once.", func() float64 { return float64(n.exec.Slots()) }),
+		gauge("shoal_executor_running", "Calls running now.", func() float64 { r, _ := n.exec.Load(); return float64(r) }),
+		gauge("shoal_executor_queued", "Calls waiting for a slot.", func() float64 { _, q := n.exec.Load(); return float64(q) }),
+		gauge("shoal_gossip_health_score", "memberlist's awareness score: 0 is healthy, higher means this node is slow to answer probes.",
+			func() float64 {
+				if n.ml == nil {
+					return 0
+				}
+				return float64(n.ml.GetHealthScore())
+			}),
+		(*memberCollector)(n),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	return m
+}
+
+// observeCall counts an answered call. Unknown method names are counted
+// under one label so that callers cannot grow the label set at will.
+func (m *metrics) observeCall(method string, outcome rpc.Kind, elapsed time.Duration) {
+	label := "ok"
+	if outcome != "" {
+		label = string(outcome)
+	}
+	if outcome == rpc.KindUnknownFunction {
+		method = "(unknown)"
+	}
+	m.calls.WithLabelValues(method, label).Inc()
+	m.duration.WithLabelValues(method, label).Observe(elapsed.Seconds())
+}
+
+var membersDesc = prometheus.NewDesc("shoal_members", "Members this node knows, by state.", []string{"state"}, nil)
+
+// memberCollector reports members by state when scraped.
+type memberCollector Node
+
+func (c *memberCollector) Describe(ch chan<- *prometheus.Desc) { ch <- membersDesc }
+
+func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := map[string]int{StateAlive: 0, StateSuspect: 0, StateDead: 0, StateLeft: 0}
+	for _, m := range (*Node)(c).Members() {
+		counts[m.State]++
+	}
+	for state, count := range counts {
+		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(count), state)
+	}
+}
+
+// httpHandler serves /healthz, /readyz, /metrics and /members.
+func (n *Node) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case n.draining.Load():
+			http.Error(w, "leaving the grid", http.StatusServiceUnavailable)
+		case !n.ready.Load():
+			http.Error(w, "joining the grid", http.StatusServiceUnavailable)
+		default:
+			w.Write([]byte("ready\n"))
+		}
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /members", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(n.Members())
+	})
+	return mux
+}
