@@ -338,7 +338,7 @@ func joinFailure(err error) string {
 	if err == nil {
 		return "no seed answered"
 	}
-	s := err.Error()
+	s := strings.Join(strings.Fields(err.Error()), " ") // memberlist's errors span lines
 	lower := strings.ToLower(s)
 	if strings.Contains(lower, "decrypt") || strings.Contains(lower, "encrypt") || strings.Contains(lower, "keyring") {
 		return s + " (do all members use the same --gossip-key?)"

@@ -16,6 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
 )
 
@@ -55,6 +56,15 @@ func (o *clientOptions) config(g *globalOptions) (rpc.ClientConfig, error) {
 	return cfg, nil
 }
 
+// connect dials the first seed that answers, with the flags' settings.
+func (o *clientOptions) connect(ctx context.Context, g *globalOptions) (*rpc.Client, error) {
+	cfg, err := o.config(g)
+	if err != nil {
+		return nil, err
+	}
+	return o.dial(ctx, cfg)
+}
+
 // dial connects to the first seed that answers.
 func (o *clientOptions) dial(ctx context.Context, cfg rpc.ClientConfig) (*rpc.Client, error) {
 	if len(o.seeds) == 0 {
@@ -77,14 +87,19 @@ func (o *clientOptions) dial(ctx context.Context, cfg rpc.ClientConfig) (*rpc.Cl
 type callOptions struct {
 	clientOptions
 	timeout time.Duration
+	direct  bool
 }
 
 func newCallCmd(g *globalOptions) *cobra.Command {
 	o := &callOptions{}
 	cmd := &cobra.Command{
 		Use:   "call FUNC [ARG ...]",
-		Short: "Call a function on a node and print its result as JSON",
-		Long: `Call a function on a node and print its result as JSON on stdout.
+		Short: "Call a function in the grid and print its result as JSON",
+		Long: `Call a function in the grid and print its result as JSON on stdout.
+
+The --seed node tells which live members offer FUNC and how loaded they are;
+the call goes to the least loaded of them (relative to its slots). With
+--direct, or for shoal.* methods, the seed itself answers.
 
 Each ARG is one JSON literal: 42, 2.5, true, null, "text", [1,2], {"k":"v"}.
 Quote strings for the shell too: shoal call echo '"hello"'. Integers are sent
@@ -107,6 +122,7 @@ node as well.`,
 	}
 	o.addFlags(cmd)
 	cmd.Flags().DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: no limit)")
+	cmd.Flags().BoolVar(&o.direct, "direct", false, "call the seed itself instead of the least loaded node offering FUNC")
 	cmd.Flags().SetInterspersed(false)
 	return cmd
 }
@@ -140,6 +156,20 @@ func runCall(ctx context.Context, stdout io.Writer, g *globalOptions, o *callOpt
 		return err
 	}
 	defer c.Close()
+	if !o.direct && !strings.HasPrefix(fn, rpc.ReservedPrefix) {
+		target, err := route(ctx, c, fn)
+		if err != nil {
+			return err
+		}
+		if target != "" && target != c.Addr() {
+			routed, err := rpc.Dial(ctx, target, cfg)
+			if err != nil {
+				return fmt.Errorf("node offering %s: %w", fn, err)
+			}
+			defer routed.Close()
+			c = routed
+		}
+	}
 	var result any
 	call := c.Go(ctx, fn, &result, nil, args...)
 	cfg.Logger.Debug("call sent", "function", fn, "node", c.Addr())
@@ -152,6 +182,41 @@ func runCall(ctx context.Context, stdout io.Writer, g *globalOptions, o *callOpt
 	}
 	fmt.Fprintf(stdout, "%s\n", out)
 	return nil
+}
+
+// route asks the seed which live node offering fn is least loaded for its
+// slots and returns its RPC address; "" means call the seed itself (it is
+// not a grid node, or it is the best choice).
+func route(ctx context.Context, seed *rpc.Client, fn string) (string, error) {
+	members, fns, err := gridView(ctx, seed)
+	if errors.Is(err, rpc.ErrUnknownFunction) {
+		return "", nil // a plain RPC server: no grid to route in
+	}
+	if err != nil {
+		return "", err
+	}
+	offering := make(map[string]bool)
+	for _, f := range fns {
+		if f.Name == fn {
+			for _, name := range f.Nodes {
+				offering[name] = true
+			}
+		}
+	}
+	best, bestLoad := "", math.Inf(1)
+	for _, m := range members {
+		if !offering[m.Name] || m.State != node.StateAlive || m.Slots <= 0 {
+			continue
+		}
+		load := float64(m.Running+m.Queued) / float64(m.Slots)
+		if load < bestLoad || (load == bestLoad && m.RPC == seed.Addr()) {
+			best, bestLoad = m.RPC, load
+		}
+	}
+	if best == "" {
+		return "", rpc.Errorf(rpc.KindUnknownFunction, "no live node offers %q", fn)
+	}
+	return best, nil
 }
 
 // parseJSONArg reads one JSON literal, keeping integers as integers.

@@ -17,13 +17,14 @@ func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
 
 const processTimeout = 30 * time.Second
 
-// startNode runs `shoal node` on a free port and returns the process and
-// the RPC address it logged.
+// startNode runs a lone `shoal node` on free ports and returns the process
+// and the RPC address it logged.
 func startNode(t *testing.T, env []string, args ...string) (*testutil.Process, string) {
 	t.Helper()
 	bin := testutil.ShoalBinary(t)
-	p := testutil.Start(t, env, bin, append([]string{"node", "--rpc", "127.0.0.1:0"}, args...)...)
-	m := p.WaitForLine(`msg="node serving" rpc=(127\.0\.0\.1:\d+)`, processTimeout)
+	all := append([]string{"node", "--gossip", "127.0.0.1:0", "--rpc", "127.0.0.1:0", "--http", "127.0.0.1:0"}, args...)
+	p := testutil.Start(t, env, bin, all...)
+	m := p.WaitForLine(`msg="node started" .* rpc=(127\.0\.0\.1:\d+)`, processTimeout)
 	return p, m[1]
 }
 
@@ -52,7 +53,8 @@ func TestCallCommandAgainstNodeProcess(t *testing.T) {
 		{[]string{"fail", `"out of cheese"`}, "", "shoal: FunctionError: out of cheese", 1},
 		{[]string{"add", "1", `"two"`}, "", "shoal: BadArguments: add(a int, b int) int: argument 2: want int, got string", 1},
 		{[]string{"add", "1"}, "", "takes 2 arguments, got 1", 1},
-		{[]string{"nope"}, "", `shoal: UnknownFunction: no function named "nope"`, 1},
+		{[]string{"nope"}, "", `shoal: UnknownFunction: no live node offers "nope"`, 1},
+		{[]string{"--direct", "nope"}, "", `shoal: UnknownFunction: no function named "nope"`, 1},
 		{[]string{"echo", "hello"}, "", "argument 1 (hello): not a JSON literal", 1},
 		{[]string{"--timeout", "50ms", "sleep", "60000"}, "", "shoal: Timeout: sleep: context deadline exceeded", 1},
 	}
@@ -149,7 +151,7 @@ func TestNodeDrainsOnSIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Signal(syscall.SIGTERM)
-	p.WaitForLine(`msg="draining.*in_flight=3`, processTimeout)
+	p.WaitForLine(`msg="leaving: .*in_flight=3`, processTimeout)
 	for i := 0; i < 3; i++ {
 		call := <-done
 		if call.Error != nil || *call.Result.(*int) != 300 {
@@ -159,7 +161,7 @@ func TestNodeDrainsOnSIGTERM(t *testing.T) {
 	if code := p.Wait(processTimeout); code != 0 {
 		t.Fatalf("node exited %d after draining, want 0", code)
 	}
-	p.WaitForLine(`msg="node stopped" calls=3`, processTimeout)
+	p.WaitForLine(`msg="node stopped"`, processTimeout)
 }
 
 func TestNodeDrainTimeoutExitsNonZero(t *testing.T) {

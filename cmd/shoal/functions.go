@@ -41,9 +41,15 @@ var builtinFunctions = []builtinFunction{
 		rpc.WithDoc("always fails with a FunctionError carrying message")}},
 }
 
-func registerBuiltins(s *rpc.Server) error {
+// registrar is what functions can be registered on: an rpc.Server or a
+// node.Node.
+type registrar interface {
+	Register(name string, fn any, opts ...rpc.FuncOption) error
+}
+
+func registerBuiltins(r registrar) error {
 	for _, b := range builtinFunctions {
-		if err := s.Register(b.name, b.fn, b.opts...); err != nil {
+		if err := r.Register(b.name, b.fn, b.opts...); err != nil {
 			return err
 		}
 	}

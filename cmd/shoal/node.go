@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -14,11 +14,21 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
 )
 
 type nodeOptions struct {
+	name           string
+	gossipAddr     string
 	rpcAddr        string
+	httpAddr       string
+	join           []string
+	joinTimeout    time.Duration
+	slots          int
+	queue          int
+	gossipKey      string
+	gossipTiming   string
 	token          string
 	tlsCert        string
 	tlsKey         string
@@ -32,35 +42,53 @@ type nodeOptions struct {
 
 func newNodeCmd(g *globalOptions) *cobra.Command {
 	o := &nodeOptions{}
+	def := node.DefaultConfig()
 	cmd := &cobra.Command{
 		Use:   "node",
-		Short: "Run a node that serves the built-in functions over msgpack-rpc",
-		Long: `Run a node that serves the built-in functions over msgpack-rpc until
-SIGINT or SIGTERM. On the signal it stops taking calls, lets the calls in
-flight finish (up to --drain-timeout; a second signal cuts the wait short)
-and exits 0.
+		Short: "Run a grid node that serves the built-in functions",
+		Long: `Run a node of a Shoal grid: it gossips with the other members (memberlist),
+serves the built-in functions over msgpack-rpc on a bounded executor, and
+serves /healthz, /readyz, /metrics (Prometheus) and /members over HTTP.
+
+Start the first node alone, then start others with --join pointing at the
+gossip address of any member. On SIGINT or SIGTERM a node tells the grid it
+is leaving, stops taking calls, lets the calls in flight finish (up to
+--drain-timeout; a second signal cuts the wait short) and exits 0.
+
+A node restarted under the same name at a new address rejoins at once if it
+left gracefully; after a crash (kill -9) the grid lets the name be reclaimed
+once the old member has been dead for 30s (1s with --gossip-timing fast).
 
 Built-in functions:
 ` + builtinList(),
-		Example: `  shoal node
-  shoal node --rpc 127.0.0.1:7400 --token s3cret
-  shoal node --tls-cert node.crt --tls-key node.key --tls-client-ca ca.crt`,
+		Example: `  shoal node --name a
+  shoal node --name b --gossip 127.0.0.1:7947 --rpc 127.0.0.1:7374 --http 127.0.0.1:8788 --join 127.0.0.1:7946
+  shoal node --gossip-key "$(head -c 32 /dev/urandom | base64)" --token s3cret`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runNode(cmd.Context(), g, o)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.rpcAddr, "rpc", "127.0.0.1:7373", "HOST:PORT to serve msgpack-rpc on (port 0 picks a free one)")
+	f.StringVar(&o.name, "name", "", "unique name in the grid (default: <hostname>-<rpc port>)")
+	f.StringVar(&o.gossipAddr, "gossip", def.GossipAddr, "HOST:PORT for gossip, UDP and TCP (port 0 picks a free one)")
+	f.StringVar(&o.rpcAddr, "rpc", def.RPCAddr, "HOST:PORT to serve msgpack-rpc on (port 0 picks a free one)")
+	f.StringVar(&o.httpAddr, "http", def.HTTPAddr, "HOST:PORT for /healthz, /readyz, /metrics and /members; empty turns HTTP off")
+	f.StringSliceVar(&o.join, "join", nil, "gossip HOST:PORT of members to join through, comma-separated; none starts a new grid")
+	f.DurationVar(&o.joinTimeout, "join-timeout", def.JoinTimeout, "give up (exit 1) if no --join member answers within this")
+	f.IntVar(&o.slots, "slots", def.Slots, "calls to run at once (default: the number of CPUs)")
+	f.IntVar(&o.queue, "queue", 0, "calls that may wait for a slot before more get Overloaded (default: 64 per slot)")
+	f.StringVar(&o.gossipKey, "gossip-key", "", "base64 key of 16, 24 or 32 bytes encrypting gossip; the same on every member")
+	f.StringVar(&o.gossipTiming, "gossip-timing", "lan", "failure detection: lan (probe every 1s, dead in ~5-10s) or fast (every 100ms, dead in ~1s; for one machine)")
 	f.StringVar(&o.token, "token", "", "shared token clients must present with shoal.auth before any call")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate file: serve TLS (needs --tls-key)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
 	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates signed by it")
 	f.IntVar(&o.maxMessageSize, "max-message-size", rpc.DefaultMaxMessageSize, "largest message accepted, in bytes; a larger one closes its connection")
 	f.IntVar(&o.maxDepth, "max-depth", rpc.DefaultMaxDepth, "deepest nesting of arrays and maps accepted in a message")
-	f.IntVar(&o.maxInFlight, "max-inflight", 1024, "calls running at once per connection; more get Overloaded")
+	f.IntVar(&o.maxInFlight, "max-inflight", 1024, "calls in flight per connection, queued ones included; more get Overloaded")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 5*time.Minute, "close a connection idle this long")
-	f.DurationVar(&o.drainTimeout, "drain-timeout", 30*time.Second, "on SIGINT/SIGTERM, how long to wait for calls in flight")
+	f.DurationVar(&o.drainTimeout, "drain-timeout", def.DrainTimeout, "on SIGINT/SIGTERM, how long to wait for calls in flight")
 	return cmd
 }
 
@@ -83,12 +111,30 @@ func builtinList() string {
 	return b.String()
 }
 
-func runNode(ctx context.Context, g *globalOptions, o *nodeOptions) error {
+// config turns the flags into a node configuration.
+func (o *nodeOptions) config(g *globalOptions) (node.Config, error) {
+	cfg := node.DefaultConfig()
 	log, err := g.logger()
 	if err != nil {
-		return err
+		return cfg, err
 	}
-	cfg := rpc.ServerConfig{
+	cfg.Name, cfg.GossipAddr, cfg.RPCAddr, cfg.HTTPAddr = o.name, o.gossipAddr, o.rpcAddr, o.httpAddr
+	cfg.Join, cfg.JoinTimeout, cfg.Slots, cfg.QueueSize = o.join, o.joinTimeout, o.slots, o.queue
+	cfg.DrainTimeout, cfg.Logger = o.drainTimeout, log
+	switch o.gossipTiming {
+	case "lan":
+		cfg.Timing = node.LANTiming()
+	case "fast":
+		cfg.Timing = node.FastTiming()
+	default:
+		return cfg, fmt.Errorf("--gossip-timing %q: want lan or fast", o.gossipTiming)
+	}
+	if o.gossipKey != "" {
+		if cfg.GossipKey, err = base64.StdEncoding.DecodeString(o.gossipKey); err != nil {
+			return cfg, fmt.Errorf("--gossip-key is not base64: %w", err)
+		}
+	}
+	cfg.RPC = rpc.ServerConfig{
 		MaxMessageSize: o.maxMessageSize,
 		MaxDepth:       o.maxDepth,
 		MaxInFlight:    o.maxInFlight,
@@ -98,43 +144,69 @@ func runNode(ctx context.Context, g *globalOptions, o *nodeOptions) error {
 	}
 	if o.tlsCert != "" || o.tlsKey != "" {
 		if o.tlsCert == "" || o.tlsKey == "" {
-			return errors.New("--tls-cert and --tls-key go together")
+			return cfg, errors.New("--tls-cert and --tls-key go together")
 		}
-		if cfg.TLS, err = rpc.LoadServerTLS(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {
-			return err
+		if cfg.RPC.TLS, err = rpc.LoadServerTLS(o.tlsCert, o.tlsKey, o.tlsClientCA); err != nil {
+			return cfg, err
+		}
+		// Members call each other to read their function lists: trust
+		// the grid's CA and show this node's own certificate.
+		if cfg.PeerTLS, err = rpc.LoadClientTLS(o.tlsClientCA, o.tlsCert, o.tlsKey); err != nil {
+			return cfg, err
 		}
 	} else if o.tlsClientCA != "" {
-		return errors.New("--tls-client-ca needs --tls-cert and --tls-key")
+		return cfg, errors.New("--tls-client-ca needs --tls-cert and --tls-key")
 	}
+	return cfg, nil
+}
 
-	srv := rpc.NewServer(cfg)
-	if err := registerBuiltins(srv); err != nil {
+func runNode(ctx context.Context, g *globalOptions, o *nodeOptions) error {
+	cfg, err := o.config(g)
+	if err != nil {
 		return err
 	}
-	l, err := net.Listen("tcp", o.rpcAddr)
+	n, err := node.New(cfg, shoalVersion())
 	if err != nil {
-		return fmt.Errorf("--rpc %s: %w", o.rpcAddr, err)
+		return err
+	}
+	if err := registerBuiltins(n); err != nil {
+		return err
 	}
 
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(signals)
-
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	log.Info("node serving", "rpc", l.Addr().String(), "functions", len(srv.Functions()),
-		"tls", cfg.TLS != nil, "token", o.token != "", "version", shoalVersion())
-
-	select {
-	case err := <-served:
-		srv.Close()
-		return fmt.Errorf("serving %s: %w", l.Addr(), err)
-	case sig := <-signals:
-		log.Info("draining: no new calls, waiting for calls in flight", "signal", sig.String(),
-			"in_flight", srv.Stats().InFlight, "timeout", o.drainTimeout)
+	if ctx == nil {
+		ctx = context.Background()
 	}
+	// A signal while joining stops the join; one that comes as the join
+	// succeeds is kept for the leave below.
+	startCtx, cancelStart := context.WithCancel(ctx)
+	early := make(chan os.Signal, 1)
+	go func() {
+		select {
+		case s := <-signals:
+			early <- s
+			cancelStart()
+		case <-startCtx.Done():
+		}
+	}()
+	err = n.Start(startCtx)
+	cancelStart()
+	if err != nil {
+		return err
+	}
+	log := cfg.Logger
+	var sig os.Signal
+	select {
+	case sig = <-early:
+	case sig = <-signals:
+	}
+	running, queued := n.Executor().Load()
+	log.Info("leaving: no new calls, waiting for calls in flight", "signal", sig.String(),
+		"in_flight", running+queued, "timeout", cfg.DrainTimeout)
 
-	drainCtx, cancel := context.WithTimeout(context.Background(), o.drainTimeout)
+	drainCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {
 		select {
@@ -144,12 +216,10 @@ func runNode(ctx context.Context, g *globalOptions, o *nodeOptions) error {
 		case <-drainCtx.Done():
 		}
 	}()
-	if err := srv.Shutdown(drainCtx); err != nil {
+	if err := n.Shutdown(drainCtx); err != nil {
 		log.Error("drain cut short; calls still running were canceled", "err", err)
-		<-served
 		return &exitError{code: 1}
 	}
-	<-served
-	log.Info("node stopped", "calls", srv.Stats().Calls)
+	log.Info("node stopped")
 	return nil
 }

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/shoalgrid/shoal/internal/testutil"
+	"github.com/shoalgrid/shoal/node"
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+// gridNode is a `shoal node` process and the addresses it logged.
+type gridNode struct {
+	*testutil.Process
+	name, gossip, rpc, http string
+}
+
+// startGridNode runs `shoal node` with free ports and fast gossip timing
+// unless args say otherwise, joined through join when it is not empty.
+func startGridNode(t *testing.T, name string, join string, args ...string) *gridNode {
+	t.Helper()
+	all := []string{"node", "--name", name, "--gossip", "127.0.0.1:0", "--rpc", "127.0.0.1:0", "--http", "127.0.0.1:0"}
+	if !containsFlag(args, "--gossip-timing") {
+		all = append(all, "--gossip-timing", "fast")
+	}
+	if join != "" {
+		all = append(all, "--join", join)
+	}
+	p := testutil.Start(t, nil, testutil.ShoalBinary(t), append(all, args...)...)
+	m := p.WaitForLine(`msg="node started" name=\S+ gossip=(\S+) rpc=(\S+) http=(\S+)`, processTimeout)
+	return &gridNode{Process: p, name: name, gossip: m[1], rpc: m[2], http: m[3]}
+}
+
+func containsFlag(args []string, flag string) bool {
+	for _, a := range args {
+		if a == flag {
+			return true
+		}
+	}
+	return false
+}
+
+// members asks a node for shoal.members.
+func members(t *testing.T, rpcAddr string) map[string]node.Member {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := rpc.Dial(ctx, rpcAddr, rpc.ClientConfig{})
+	if err != nil {
+		return nil
+	}
+	defer c.Close()
+	var list []node.Member
+	if err := c.Call(ctx, "shoal.members", &list); err != nil {
+		return nil
+	}
+	out := make(map[string]node.Member)
+	for _, m := range list {
+		out[m.Name] = m
+	}
+	return out
+}
+
+// awaitState waits until every observer sees name in state, and returns
+// how long that took.
+func awaitState(t *testing.T, observers []*gridNode, name, state string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for _, o := range observers {
+		testutil.WaitFor(t, timeout, fmt.Sprintf("%s to see %s %s", o.name, name, state), func() bool {
+			return members(t, o.rpc)[name].State == state
+		})
+	}
+	return time.Since(start)
+}
+
+func TestFiveNodesJoinThroughOneSeed(t *testing.T) {
+	seed := startGridNode(t, "n0", "")
+	nodes := []*gridNode{seed}
+	for i := 1; i < 5; i++ {
+		nodes = append(nodes, startGridNode(t, fmt.Sprintf("n%d", i), seed.gossip))
+	}
+	for _, n := range nodes {
+		awaitState(t, nodes, n.name, node.StateAlive, 15*time.Second)
+	}
+	for _, n := range nodes {
+		if got := len(members(t, n.rpc)); got != 5 {
+			t.Fatalf("%s knows %d members, want 5", n.name, got)
+		}
+	}
+
+	stdout, _, code := shoal(t, nil, "members", "--seed", nodes[3].rpc, "--json")
+	var rows []map[string]any
+	if code != 0 || json.Unmarshal([]byte(stdout), &rows) != nil || len(rows) != 5 {
+		t.Fatalf("members --json: exit %d\n%s", code, stdout)
+	}
+	for _, r := range rows {
+		for _, key := range []string{"name", "rpc", "state", "slots"} {
+			if _, ok := r[key]; !ok {
+				t.Fatalf("members --json row lacks %q: %v", key, r)
+			}
+		}
+		if r["state"] != "alive" || r["functions"] != float64(8) {
+			t.Fatalf("members --json row %v", r)
+		}
+	}
+	stdout, _, _ = shoal(t, nil, "members", "--seed", seed.rpc)
+	if lines := strings.Split(strings.TrimSpace(stdout), "\n"); len(lines) != 6 || !strings.HasPrefix(lines[0], "NAME") ||
+		!strings.Contains(lines[1], "alive") || !strings.Contains(lines[1], seed.rpc) {
+		t.Fatalf("members table:\n%s", stdout)
+	}
+	stdout, _, _ = shoal(t, nil, "functions", "--seed", seed.rpc)
+	if !strings.Contains(stdout, "square") || !strings.Contains(stdout, "n0,n1,n2,n3,n4") {
+		t.Fatalf("functions table:\n%s", stdout)
+	}
+}
+
+func TestKilledNodeIsMarkedDead(t *testing.T) {
+	for _, timing := range []string{"fast", "lan"} {
+		t.Run(timing, func(t *testing.T) {
+			a := startGridNode(t, "a", "", "--gossip-timing", timing)
+			b := startGridNode(t, "b", a.gossip, "--gossip-timing", timing)
+			c := startGridNode(t, "c", a.gossip, "--gossip-timing", timing)
+			all := []*gridNode{a, b, c}
+			awaitState(t, all, "c", node.StateAlive, 15*time.Second)
+			awaitState(t, all, "b", node.StateAlive, 15*time.Second)
+			c.Signal(syscall.SIGKILL)
+			took := awaitState(t, []*gridNode{a, b}, "c", node.StateDead, 60*time.Second)
+			t.Logf("with --gossip-timing %s, every other member marked the killed node dead within %v", timing, took.Round(10*time.Millisecond))
+		})
+	}
+}
+
+func TestGracefulLeave(t *testing.T) {
+	a := startGridNode(t, "a", "")
+	b := startGridNode(t, "b", a.gossip)
+	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
+
+	c, err := rpc.Dial(context.Background(), b.rpc, rpc.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	done := make(chan *rpc.Call, 4)
+	for i := 0; i < 4; i++ {
+		c.Go(context.Background(), "sleep", new(int), done, 400)
+	}
+	if err := c.Call(context.Background(), "shoal.ping", nil); err != nil {
+		t.Fatal(err)
+	}
+	b.Signal(syscall.SIGTERM)
+	b.WaitForLine(`msg="leaving: .* in_flight=4`, processTimeout)
+	for i := 0; i < 4; i++ {
+		call := <-done
+		if call.Error != nil || *call.Result.(*int) != 400 {
+			t.Fatalf("in-flight call lost when its node left: %v", call.Error)
+		}
+	}
+	if code := b.Wait(processTimeout); code != 0 {
+		t.Fatalf("leaving node exited %d, want 0", code)
+	}
+	awaitState(t, []*gridNode{a}, "b", node.StateLeft, 15*time.Second)
+}
+
+func TestRestartWithSameNameRejoins(t *testing.T) {
+	a := startGridNode(t, "a", "")
+	b := startGridNode(t, "b", a.gossip)
+	awaitState(t, []*gridNode{a}, "b", node.StateAlive, 15*time.Second)
+
+	// After a graceful leave the name is free at once.
+	b.Signal(syscall.SIGTERM)
+	b.Wait(processTimeout)
+	awaitState(t, []*gridNode{a}, "b", node.StateLeft, 15*time.Second)
+	b2 := startGridNode(t, "b", a.gossip)
+	awaitState(t, []*gridNode{a}, "b", node.StateAlive, 15*time.Second)
+	if got := members(t, a.rpc)["b"].RPC; got != b2.rpc {
+		t.Fatalf("a has b at %s, want the new address %s", got, b2.rpc)
+	}
+
+	// After a crash, once the dead member's name may be reclaimed.
+	b2.Signal(syscall.SIGKILL)
+	awaitState(t, []*gridNode{a}, "b", node.StateDead, 15*time.Second)
+	b3 := startGridNode(t, "b", a.gossip)
+	testutil.WaitFor(t, 15*time.Second, "the restarted b to be alive at its new address", func() bool {
+		m := members(t, a.rpc)["b"]
+		return m.State == node.StateAlive && m.RPC == b3.rpc
+	})
+}
+
+func TestWrongGossipKeyIsRefused(t *testing.T) {
+	a := startGridNode(t, "a", "", "--gossip-key", "MDEyMzQ1Njc4OWFiY2RlZg==")
+	intruder := startGridNode(t, "intruder", a.gossip, "--gossip-key", "ZmVkY2JhOTg3NjU0MzIxMA==", "--join-timeout", "2s")
+	if code := intruder.Wait(processTimeout); code != 1 {
+		t.Fatalf("node with the wrong key exited %d, want 1", code)
+	}
+	intruder.WaitForLine(`could not join through .*same --gossip-key`, processTimeout)
+	if _, listed := members(t, a.rpc)["intruder"]; listed {
+		t.Fatal("the grid lists the node with the wrong key")
+	}
+	// The right key joins.
+	b := startGridNode(t, "b", a.gossip, "--gossip-key", "MDEyMzQ1Njc4OWFiY2RlZg==")
+	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
+}
+
+// scrape reads a node's /metrics and checks it parses as Prometheus text.
+func scrape(t *testing.T, httpAddr string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics is not Prometheus text: %v", err)
+	}
+	out := make(map[string]float64)
+	for name, fam := range families {
+		for _, m := range fam.Metric {
+			key := name
+			for _, l := range m.Label {
+				key += fmt.Sprintf(",%s=%s", l.GetName(), l.GetValue())
+			}
+			switch {
+			case m.Counter != nil:
+				out[key] = m.Counter.GetValue()
+			case m.Gauge != nil:
+				out[key] = m.Gauge.GetValue()
+			case m.Histogram != nil:
+				out[key] = float64(m.Histogram.GetSampleCount())
+			}
+		}
+	}
+	return out
+}
+
+func TestMetricsMoveWithCalls(t *testing.T) {
+	a := startGridNode(t, "a", "", "--slots", "3")
+	before := scrape(t, a.http)
+	for _, args := range [][]string{{"add", "1", "2"}, {"add", "3", "4"}, {"fail", `"no"`}} {
+		shoal(t, nil, append([]string{"call", "--direct", "--seed", a.rpc}, args...)...)
+	}
+	after := scrape(t, a.http)
+	for key, delta := range map[string]float64{
+		"shoal_rpc_calls_total,method=add,outcome=ok":                       2,
+		"shoal_rpc_calls_total,method=fail,outcome=FunctionError":           1,
+		"shoal_rpc_call_duration_seconds,method=add,outcome=ok":             2,
+		"shoal_rpc_call_duration_seconds,method=fail,outcome=FunctionError": 1,
+	} {
+		if got := after[key] - before[key]; got != delta {
+			t.Errorf("%s moved by %v, want %v", key, got, delta)
+		}
+	}
+	for key, want := range map[string]float64{
+		"shoal_executor_slots":      3,
+		"shoal_executor_running":    0,
+		"shoal_members,state=alive": 1,
+		"shoal_gossip_health_score": 0,
+	} {
+		if after[key] != want {
+			t.Errorf("%s = %v, want %v", key, after[key], want)
+		}
+	}
+	for _, path := range []string{"/healthz", "/readyz", "/members"} {
+		resp, err := http.Get("http://" + a.http + path)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("GET %s: %v %v", path, resp, err)
+		}
+		resp.Body.Close()
+	}
+}
+
+func TestCallRoutesToLeastLoadedNode(t *testing.T) {
+	a := startGridNode(t, "a", "", "--slots", "1")
+	b := startGridNode(t, "b", a.gossip, "--slots", "1")
+	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
+
+	// Fill a's only slot, and wait until its load is gossiped.
+	c, err := rpc.Dial(context.Background(), a.rpc, rpc.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.Go(ctx, "sleep", nil, nil, 60_000)
+	testutil.WaitFor(t, 15*time.Second, "a's load to show", func() bool { return members(t, a.rpc)["a"].Running == 1 })
+
+	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "call", "--seed", a.rpc, "--log-level", "debug", "square", "9")
+	if code := p.Wait(processTimeout); code != 0 || p.Stdout() != "81\n" {
+		t.Fatalf("routed call: exit %d, %q\n%s", code, p.Stdout(), p.Stderr())
+	}
+	p.WaitForLine(`msg="call sent" function=square node=`+b.rpc, processTimeout)
+
+	_, stderr, code := shoal(t, nil, "call", "--seed", a.rpc, "nope")
+	if code != 1 || !strings.Contains(stderr, `UnknownFunction: no live node offers "nope"`) {
+		t.Fatalf("unknown function: %q %d", stderr, code)
+	}
+}

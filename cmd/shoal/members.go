@@ -1,0 +1,141 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shoalgrid/shoal/node"
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+type listOptions struct {
+	clientOptions
+	json bool
+}
+
+// memberRow is a member as `shoal members --json` prints it.
+type memberRow struct {
+	node.Member
+	Functions int `json:"functions"`
+}
+
+func newMembersCmd(g *globalOptions) *cobra.Command {
+	o := &listOptions{}
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List the members of the grid, as a node sees them",
+		Long: `List every member the --seed node knows: name, RPC address, state (alive,
+suspect, dead or left), slots, load (calls running/slots, then + calls queued)
+and how many functions it offers. --json prints an array of objects with
+name, gossip, rpc, http, state, slots, running, queued, digest, version and
+functions.`,
+		Example: `  shoal members
+  shoal members --seed 127.0.0.1:7374 --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runMembers(cmd.Context(), cmd.OutOrStdout(), g, o)
+		},
+	}
+	o.addFlags(cmd)
+	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	return cmd
+}
+
+func runMembers(ctx context.Context, out io.Writer, g *globalOptions, o *listOptions) error {
+	c, err := o.connect(ctx, g)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	members, fns, err := gridView(ctx, c)
+	if err != nil {
+		return err
+	}
+	offered := make(map[string]int)
+	for _, f := range fns {
+		for _, name := range f.Nodes {
+			offered[name]++
+		}
+	}
+	rows := make([]memberRow, len(members))
+	for i, m := range members {
+		rows[i] = memberRow{Member: m, Functions: offered[m.Name]}
+	}
+	if o.json {
+		return writeJSON(out, rows)
+	}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "NAME\tRPC\tSTATE\tSLOTS\tLOAD\tFUNCTIONS")
+	for _, r := range rows {
+		load := fmt.Sprintf("%d/%d", r.Running, r.Slots)
+		if r.Queued > 0 {
+			load += fmt.Sprintf(" +%d", r.Queued)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\n", r.Name, r.RPC, r.State, r.Slots, load, r.Functions)
+	}
+	return w.Flush()
+}
+
+func newFunctionsCmd(g *globalOptions) *cobra.Command {
+	o := &listOptions{}
+	cmd := &cobra.Command{
+		Use:   "functions",
+		Short: "List the functions the grid offers and the nodes that offer each",
+		Long: `List the functions offered by the live members the --seed node knows, with
+their signatures, whether their results may be cached and the nodes that
+offer them. --json prints an array of objects with name, signature, doc,
+version, cacheable and nodes.`,
+		Example: `  shoal functions
+  shoal functions --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := o.connect(cmd.Context(), g)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			var fns []node.GridFunction
+			if err := c.Call(cmd.Context(), "shoal.functions", &fns); err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if o.json {
+				return writeJSON(out, fns)
+			}
+			w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tSIGNATURE\tCACHEABLE\tNODES")
+			for _, f := range fns {
+				fmt.Fprintf(w, "%s\t%s\t%v\t%s\n", f.Name, f.Signature, f.Cacheable, strings.Join(f.Nodes, ","))
+			}
+			return w.Flush()
+		},
+	}
+	o.addFlags(cmd)
+	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON instead of a table")
+	return cmd
+}
+
+// gridView reads the members and the functions a node knows.
+func gridView(ctx context.Context, c *rpc.Client) ([]node.Member, []node.GridFunction, error) {
+	var members []node.Member
+	if err := c.Call(ctx, "shoal.members", &members); err != nil {
+		return nil, nil, err
+	}
+	var fns []node.GridFunction
+	if err := c.Call(ctx, "shoal.functions", &fns); err != nil {
+		return nil, nil, err
+	}
+	return members, fns, nil
+}
+
+func writeJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
