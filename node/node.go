@@ -303,7 +303,7 @@ func (n *Node) memberlistConfig() (*memberlist.Config, error) {
 	c.SecretKey = n.cfg.GossipKey
 	c.Delegate = (*metaDelegate)(n)
 	c.Events = (*eventDelegate)(n)
-	c.Logger = log.New(&logBridge{log: n.log, suspect: n.suspect}, "", 0)
+	c.Logger = log.New(&logBridge{log: n.log, suspect: n.suspect, closing: func() bool { return n.ctx.Err() != nil }}, "", 0)
 	return c, nil
 }
 
@@ -665,6 +665,7 @@ func (d *eventDelegate) NotifyUpdate(node *memberlist.Node) { d.queue(memberlist
 type logBridge struct {
 	log     *slog.Logger
 	suspect func(name string)
+	closing func() bool // once true, memberlist's complaints about closed sockets are expected
 }
 
 func (b *logBridge) Write(p []byte) (int, error) {
@@ -676,6 +677,9 @@ func (b *logBridge) Write(p []byte) (int, error) {
 			line = strings.TrimSpace(strings.TrimPrefix(line, tag))
 			break
 		}
+	}
+	if level > slog.LevelInfo && b.closing() {
+		level = slog.LevelDebug
 	}
 	b.log.Log(context.Background(), level, line, "component", "memberlist")
 	if rest, ok := strings.CutPrefix(line, "memberlist: Suspect "); ok {
