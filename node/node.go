@@ -502,7 +502,10 @@ func (n *Node) handleEvent(ev memberEvent) {
 		if ev.kind == memberlist.NodeJoin {
 			n.log.Info("member joined", "name", m.Name, "rpc", m.RPC, "gossip", m.Gossip)
 		}
-		if m.Digest != "" && m.RPC != "" && m.Name != n.cfg.Name {
+		n.mu.Lock()
+		_, known := n.described[m.Digest]
+		n.mu.Unlock()
+		if !known && m.Digest != "" && m.RPC != "" && m.Name != n.cfg.Name {
 			n.goFunc(func() {
 				ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
 				defer cancel()
@@ -599,7 +602,9 @@ func (n *Node) Functions(ctx context.Context) []GridFunction {
 		if m.State != StateAlive {
 			continue
 		}
-		fns, err := n.functionsOf(ctx, m)
+		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		fns, err := n.functionsOf(fctx, m)
+		cancel()
 		if err != nil {
 			n.log.Warn("could not fetch a member's functions", "name", m.Name, "err", err)
 			continue
