@@ -3,6 +3,7 @@ module github.com/shoalgrid/shoal
 go 1.26.0
 
 require (
+	github.com/bradfitz/gomemcache v0.0.0-20260422231931-4d751bb6e37c
 	github.com/hashicorp/memberlist v0.7.0
 	github.com/neovim/go-client v1.2.1
 	github.com/prometheus/client_golang v1.25.0

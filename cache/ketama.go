@@ -1,0 +1,147 @@
+package cache
+
+import (
+	"crypto/md5"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// pointsPerServer is libmemcached's MEMCACHED_POINTS_PER_SERVER_KETAMA:
+// with equal weights each server gets 160 points, four per MD5 digest.
+const pointsPerServer = 160
+
+// ring is an immutable ketama continuum.
+type ring struct {
+	servers []string   // as given, in order
+	addrs   []net.Addr // one value per server, reused across rings
+	points  []point    // sorted by hash
+}
+
+type point struct {
+	hash   uint32
+	server int
+}
+
+// serverAddr is a memcached server's address as gomemcache dials it.
+type serverAddr struct{ hostport string }
+
+func (a *serverAddr) Network() string { return "tcp" }
+func (a *serverAddr) String() string  { return a.hostport }
+
+// newRing places servers on the continuum as libmemcached does in weighted
+// ketama mode with equal weights: for each server, 40 strings "host-N"
+// (port 11211) or "host:port-N" (any other port), N from 0, each hashed
+// with MD5 into four little-endian 32-bit points. Addresses of servers in
+// prev are reused so that the same server keeps the same net.Addr.
+func newRing(servers []string, prev *ring) (*ring, error) {
+	r := &ring{servers: append([]string(nil), servers...)}
+	known := make(map[string]net.Addr)
+	if prev != nil {
+		for i, s := range prev.servers {
+			known[s] = prev.addrs[i]
+		}
+	}
+	seen := make(map[string]bool)
+	for i, s := range servers {
+		host, portText, err := net.SplitHostPort(s)
+		if err != nil {
+			return nil, fmt.Errorf("cache: memcached server %q: %w", s, err)
+		}
+		port, err := strconv.Atoi(portText)
+		if err != nil || port <= 0 || port > 65535 {
+			return nil, fmt.Errorf("cache: memcached server %q: bad port", s)
+		}
+		if seen[s] {
+			return nil, fmt.Errorf("cache: memcached server %q listed twice", s)
+		}
+		seen[s] = true
+		addr := known[s]
+		if addr == nil {
+			addr = &serverAddr{hostport: s}
+		}
+		r.addrs = append(r.addrs, addr)
+		for n := 0; n < pointsPerServer/4; n++ {
+			var label string
+			if port == 11211 {
+				label = host + "-" + strconv.Itoa(n)
+			} else {
+				label = host + ":" + portText + "-" + strconv.Itoa(n)
+			}
+			digest := md5.Sum([]byte(label))
+			for x := 0; x < 4; x++ {
+				r.points = append(r.points, point{hash: binary.LittleEndian.Uint32(digest[4*x:]), server: i})
+			}
+		}
+	}
+	sort.SliceStable(r.points, func(i, j int) bool { return r.points[i].hash < r.points[j].hash })
+	return r, nil
+}
+
+// pick returns the index of the server for key: the first point at or
+// after the key's hash, wrapping round to the first point.
+func (r *ring) pick(key string) int {
+	digest := md5.Sum([]byte(key))
+	h := binary.LittleEndian.Uint32(digest[:4])
+	i := sort.Search(len(r.points), func(i int) bool { return r.points[i].hash >= h })
+	if i == len(r.points) {
+		i = 0
+	}
+	return r.points[i].server
+}
+
+// Selector is a gomemcache ServerSelector placing keys by ketama. Its
+// server list may change at any time; the ring is rebuilt and swapped in
+// whole, so every lookup sees one list or the other.
+type Selector struct {
+	ring atomic.Pointer[ring]
+}
+
+var _ memcache.ServerSelector = (*Selector)(nil)
+
+// NewSelector returns a selector over servers ("host:port").
+func NewSelector(servers ...string) (*Selector, error) {
+	s := &Selector{}
+	return s, s.SetServers(servers...)
+}
+
+// SetServers replaces the server list.
+func (s *Selector) SetServers(servers ...string) error {
+	r, err := newRing(servers, s.ring.Load())
+	if err != nil {
+		return err
+	}
+	s.ring.Store(r)
+	return nil
+}
+
+// Servers returns the current server list.
+func (s *Selector) Servers() []string {
+	return append([]string(nil), s.ring.Load().servers...)
+}
+
+// PickServer returns the server for key; the same server always comes back
+// as the same net.Addr value, so gomemcache's GetMulti sends one request
+// per server.
+func (s *Selector) PickServer(key string) (net.Addr, error) {
+	r := s.ring.Load()
+	if len(r.points) == 0 {
+		return nil, memcache.ErrNoServers
+	}
+	return r.addrs[r.pick(key)], nil
+}
+
+// Each calls f for each server.
+func (s *Selector) Each(f func(net.Addr) error) error {
+	for _, a := range s.ring.Load().addrs {
+		if err := f(a); err != nil {
+			return err
+		}
+	}
+	return nil
+}
