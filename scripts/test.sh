@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Go: installs what
-# the tests need, checks formatting, vets, runs every test under the race
-# detector and fuzzes the RPC message reader briefly.
+# the tests need (gcc, memcached), checks formatting, vets, runs every test
+# under the race detector and fuzzes the RPC message reader briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +19,8 @@ need() {
 }
 
 command -v go >/dev/null 2>&1 || { echo "test.sh: Go is required (https://go.dev/doc/install)" >&2; exit 1; }
-need gcc gcc # the race detector needs cgo
+need gcc gcc             # the race detector needs cgo
+need memcached memcached # the cache tests run real memcached servers
 
 echo "== gofmt"
 unformatted=$(gofmt -l .)

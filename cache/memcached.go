@@ -1,0 +1,263 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bradfitz/gomemcache/memcache"
+)
+
+// MemcachedConfig configures a Memcached cache. Zero fields take the
+// defaults given.
+type MemcachedConfig struct {
+	// Servers lists the memcached servers as host:port. It may be empty
+	// and set later with SetServers.
+	Servers []string
+	// Timeout bounds each request to a server, so a slow server costs a
+	// lookup little. Default: 100ms.
+	Timeout time.Duration
+	// MaxItemSize is the servers' item size limit (memcached -I); larger
+	// values are not sent. Default: 1 MiB.
+	MaxItemSize int
+	// Expiration is how long stored values live; zero keeps them until
+	// memcached evicts them. Default: 0.
+	Expiration time.Duration
+	// BreakerThreshold is how many failures in a row open a server's
+	// breaker. Default: 3.
+	BreakerThreshold int
+	// BreakerCooldown is how long an open breaker skips its server before
+	// one probe is let through. Default: 5s.
+	BreakerCooldown time.Duration
+	// MaxIdleConns is how many idle connections are kept per server.
+	// Default: 16.
+	MaxIdleConns int
+	// Logger receives failures and breaker changes. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Memcached is a Cache over memcached servers, placing keys by ketama as
+// libmemcached does, with a breaker per server.
+type Memcached struct {
+	cfg    MemcachedConfig
+	sel    *Selector
+	client *memcache.Client
+	log    *slog.Logger
+	counters
+
+	mu       sync.Mutex
+	breakers map[string]*breaker
+}
+
+// NewMemcached returns a cache over cfg.Servers.
+func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 100 * time.Millisecond
+	}
+	if cfg.MaxItemSize <= 0 {
+		cfg.MaxItemSize = DefaultMaxItemSize
+	}
+	if cfg.BreakerThreshold <= 0 {
+		cfg.BreakerThreshold = 3
+	}
+	if cfg.BreakerCooldown <= 0 {
+		cfg.BreakerCooldown = 5 * time.Second
+	}
+	if cfg.MaxIdleConns <= 0 {
+		cfg.MaxIdleConns = 16
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	sel, err := NewSelector(cfg.Servers...)
+	if err != nil {
+		return nil, err
+	}
+	client := memcache.NewFromSelector(sel)
+	client.Timeout = cfg.Timeout
+	client.MaxIdleConns = cfg.MaxIdleConns
+	m := &Memcached{cfg: cfg, sel: sel, client: client, log: cfg.Logger, breakers: make(map[string]*breaker)}
+	m.syncBreakers(cfg.Servers)
+	return m, nil
+}
+
+// SetServers replaces the server list; keys move by ketama, about 1/N of
+// them for one server added or removed among N.
+func (m *Memcached) SetServers(servers ...string) error {
+	if err := m.sel.SetServers(servers...); err != nil {
+		return err
+	}
+	m.syncBreakers(servers)
+	return nil
+}
+
+// Servers returns the current server list.
+func (m *Memcached) Servers() []string { return m.sel.Servers() }
+
+func (m *Memcached) syncBreakers(servers []string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	next := make(map[string]*breaker, len(servers))
+	for _, s := range servers {
+		b := m.breakers[s]
+		if b == nil {
+			b = &breaker{threshold: m.cfg.BreakerThreshold, cooldown: m.cfg.BreakerCooldown}
+		}
+		next[s] = b
+	}
+	m.breakers = next
+}
+
+func (m *Memcached) breaker(addr string) *breaker {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.breakers[addr]
+}
+
+// byServer groups keys by the server ketama gives them; keys memcached
+// would refuse are left out.
+func (m *Memcached) byServer(keys []string) map[string][]string {
+	groups := make(map[string][]string)
+	for _, k := range keys {
+		if !legalKey(k) {
+			continue
+		}
+		addr, err := m.sel.PickServer(k)
+		if err != nil {
+			return nil
+		}
+		groups[addr.String()] = append(groups[addr.String()], k)
+	}
+	return groups
+}
+
+// GetMulti implements Cache: one request per server, in parallel, to the
+// servers whose breakers allow it.
+func (m *Memcached) GetMulti(ctx context.Context, keys []string) map[string][]byte {
+	out := make(map[string][]byte, len(keys))
+	if ctx.Err() == nil {
+		var mu sync.Mutex
+		m.eachServer(m.byServer(keys), func(addr string, keys []string) error {
+			items, err := m.client.GetMulti(keys)
+			mu.Lock()
+			for k, it := range items {
+				if v, ok := unwrap(it.Value); ok {
+					out[k] = v
+				}
+			}
+			mu.Unlock()
+			return err
+		})
+	}
+	m.hits.Add(uint64(len(out)))
+	m.misses.Add(uint64(len(keys) - len(out)))
+	return out
+}
+
+// SetMulti implements Cache.
+func (m *Memcached) SetMulti(ctx context.Context, items []Item) {
+	if ctx.Err() != nil {
+		return
+	}
+	byKey := make(map[string][]byte, len(items))
+	keys := make([]string, 0, len(items))
+	for _, it := range items {
+		if !fits(it.Key, it.Value, m.cfg.MaxItemSize) {
+			m.tooLarge.Add(1)
+			continue
+		}
+		byKey[it.Key] = it.Value
+		keys = append(keys, it.Key)
+	}
+	expiration := int32(m.cfg.Expiration / time.Second)
+	m.eachServer(m.byServer(keys), func(addr string, keys []string) error {
+		for _, k := range keys {
+			err := m.client.Set(&memcache.Item{Key: k, Value: wrap(byKey[k]), Expiration: expiration})
+			switch {
+			case err == nil:
+				m.stored.Add(1)
+			case isTooLarge(err):
+				m.tooLarge.Add(1)
+			default:
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// eachServer runs f for each server's keys in parallel, skipping servers
+// whose breaker is open, and keeps the breakers' books.
+func (m *Memcached) eachServer(groups map[string][]string, f func(addr string, keys []string) error) {
+	var wg sync.WaitGroup
+	for addr, keys := range groups {
+		b := m.breaker(addr)
+		if b == nil || !b.allow(time.Now()) {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := f(addr, keys)
+			if err == nil || isProtocolOnly(err) {
+				if b.state(time.Now()) != breakerClosed {
+					m.log.Info("cache: memcached server answers again", "server", addr)
+				}
+				b.success()
+				return
+			}
+			m.errors.Add(1)
+			m.log.Debug("cache: memcached request failed", "server", addr, "err", err)
+			if b.failure(time.Now()) {
+				m.log.Warn("cache: memcached server failing; skipping it for a while", "server", addr,
+					"err", err, "for", m.cfg.BreakerCooldown)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// isProtocolOnly reports errors that come from a working server.
+func isProtocolOnly(err error) bool {
+	return errors.Is(err, memcache.ErrCacheMiss) || errors.Is(err, memcache.ErrNotStored) ||
+		errors.Is(err, memcache.ErrCASConflict) || isTooLarge(err)
+}
+
+func isTooLarge(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "too large")
+}
+
+// legalKey is memcached's rule: at most 250 bytes, none a space or control.
+func legalKey(key string) bool {
+	if len(key) == 0 || len(key) > 250 {
+		return false
+	}
+	for i := 0; i < len(key); i++ {
+		if key[i] <= ' ' || key[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Stats implements Cache, with each server's breaker state.
+func (m *Memcached) Stats() Stats {
+	s := m.counters.stats()
+	now := time.Now()
+	_ = m.sel.Each(func(a net.Addr) error {
+		state := breakerClosed
+		if b := m.breaker(a.String()); b != nil {
+			state = b.state(now)
+		}
+		s.Servers = append(s.Servers, ServerStats{Addr: a.String(), Breaker: state})
+		return nil
+	})
+	return s
+}
+
+// Close implements Cache.
+func (m *Memcached) Close() error { return m.client.Close() }
