@@ -46,6 +46,20 @@ type Config struct {
 	// CacheAddr is the HOST:PORT of a memcached this node offers to the
 	// grid's result cache, advertised in its metadata. Default: none.
 	CacheAddr string
+	// Memcached lists the memcached servers (HOST:PORT) the node writes
+	// results of cacheable functions to. Default: none.
+	Memcached []string
+	// CacheRing chooses the memcached servers: "static" uses Memcached,
+	// "gossip" the CacheAddr of every live member, following membership.
+	// Default: "static".
+	CacheRing string
+	// CacheSize bounds the in-memory cache used when no memcached is
+	// configured, in bytes. Default: 64 MiB.
+	CacheSize int
+	// CacheQueue bounds the results waiting to be written to the cache;
+	// beyond it results are dropped and counted, never waited for.
+	// Default: 4096.
+	CacheQueue int
 	// Timing sets how fast failures are detected. Default: LANTiming().
 	Timing Timing
 	// RPC configures the RPC server: token, TLS, limits. Its Admit is set
@@ -169,6 +183,22 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ForgetAfter <= 0 {
 		c.ForgetAfter = d.ForgetAfter
+	}
+	if c.CacheSize <= 0 {
+		c.CacheSize = 64 << 20
+	}
+	if c.CacheQueue <= 0 {
+		c.CacheQueue = 4096
+	}
+	switch c.CacheRing {
+	case "", "static":
+		c.CacheRing = "static"
+	case "gossip":
+		if len(c.Memcached) > 0 {
+			return c, errors.New("node: a gossip cache ring takes its servers from the members; list no memcached servers")
+		}
+	default:
+		return c, fmt.Errorf("node: cache ring %q: want static or gossip", c.CacheRing)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -49,6 +49,7 @@ func newMetrics(n *Node) *metrics {
 				return float64(n.ml.GetHealthScore())
 			}),
 		(*memberCollector)(n),
+		(*cacheCollector)(n),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

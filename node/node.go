@@ -37,6 +37,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/rpc"
 )
 
@@ -85,6 +86,13 @@ type Node struct {
 	httpListener net.Listener
 	httpServer   *http.Server
 	ml           *memberlist.Memberlist
+
+	cache        cache.Cache
+	memcached    *cache.Memcached // the cache, when it is memcached
+	cacheWrites  chan cacheWrite
+	cacheDropped atomic.Uint64
+	cacheWriter  sync.WaitGroup
+	closeWrites  sync.Once
 
 	events chan memberEvent
 	resync atomic.Bool        // set when the event queue overflowed
@@ -136,22 +144,27 @@ func New(cfg Config, version string) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:       cfg,
-		version:   version,
-		log:       cfg.Logger,
-		exec:      NewExecutor(cfg.Slots, cfg.QueueSize),
-		events:    make(chan memberEvent, 1024),
-		view:      make(map[string]*viewMember),
-		described: make(map[string][]rpc.FunctionInfo),
-		fetching:  make(map[string]chan struct{}),
+		cfg:         cfg,
+		version:     version,
+		log:         cfg.Logger,
+		exec:        NewExecutor(cfg.Slots, cfg.QueueSize),
+		events:      make(chan memberEvent, 1024),
+		cacheWrites: make(chan cacheWrite, cfg.CacheQueue),
+		view:        make(map[string]*viewMember),
+		described:   make(map[string][]rpc.FunctionInfo),
+		fetching:    make(map[string]chan struct{}),
 	}
 	n.ctx, n.stop = context.WithCancel(context.Background())
+	if err := n.newCache(); err != nil {
+		return nil, err
+	}
 	n.metrics = newMetrics(n)
 	rpcCfg := cfg.RPC
 	rpcCfg.Admit = func(ctx context.Context, fn rpc.FunctionInfo) (func(), error) {
 		return n.exec.Acquire(ctx)
 	}
 	rpcCfg.Observe = n.metrics.observeCall
+	rpcCfg.Completed = n.resultComputed
 	n.srv = rpc.NewServer(rpcCfg)
 	if err := n.srv.RegisterSystem("shoal.members", func() []Member { return n.Members() },
 		rpc.WithDoc("every member this node knows, with state and load")); err != nil {
@@ -261,6 +274,11 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.goFunc(n.eventLoop)
 	n.goFunc(n.gossipLoad)
+	n.cacheWriter.Add(1)
+	n.goFunc(func() {
+		defer n.cacheWriter.Done()
+		n.writeCache()
+	})
 
 	n.log.Info("node started", "name", n.cfg.Name, "gossip", n.GossipAddr(), "rpc", n.RPCAddr(),
 		"http", n.HTTPAddr(), "slots", n.exec.Slots(), "encrypted", len(n.cfg.GossipKey) > 0, "version", n.version)
@@ -368,6 +386,19 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	drainErr := n.srv.Shutdown(ctx)
 	if drainErr != nil {
 		drainErr = fmt.Errorf("node: drain cut short: %w", drainErr)
+	} else {
+		// No call can complete any more: let the writer store what the
+		// drained calls computed.
+		n.closeWrites.Do(func() { close(n.cacheWrites) })
+		flushed := make(chan struct{})
+		go func() {
+			n.cacheWriter.Wait()
+			close(flushed)
+		}()
+		select {
+		case <-flushed:
+		case <-ctx.Done():
+		}
 	}
 	return errors.Join(drainErr, n.Close())
 }
@@ -395,6 +426,7 @@ func (n *Node) Close() error {
 		}
 		n.pool.Close()
 		n.wg.Wait()
+		n.cache.Close()
 	})
 	return err
 }
@@ -479,6 +511,7 @@ func (n *Node) eventLoop() {
 			return
 		case ev := <-n.events:
 			n.handleEvent(ev)
+			n.followCacheRing()
 		}
 		if n.resync.Swap(false) {
 			n.log.Warn("membership events overflowed; some member updates were lost until the next change")

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/internal/testutil"
 	"github.com/shoalgrid/shoal/rpc"
 )
@@ -291,4 +294,53 @@ func TestUnansweredProbesShowSuspect(t *testing.T) {
 	waitState(t, a, "b", StateAlive)
 	b.Close() // no leave: to a, b just stops answering
 	waitState(t, a, "b", StateSuspect)
+}
+
+func TestCacheableResultsAreStored(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	n := startNode(t, "a", nil, nil)
+	if err := n.Register("greet", func(name string) string { return "hello " + name }); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := rpc.Dial(context.Background(), n.RPCAddr(), rpc.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	for _, x := range []int{7, 8} {
+		if err := cl.Call(context.Background(), "square", nil, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Call(context.Background(), "greet", nil, "bob") // not cacheable
+	k7, _ := cache.Key("square", "", 7)
+	k8, _ := cache.Key("square", "", 8)
+	kg, _ := cache.Key("greet", "", "bob")
+	testutil.WaitFor(t, 5*time.Second, "results in the cache", func() bool {
+		return len(n.cache.GetMulti(context.Background(), []string{k7, k8})) == 2
+	})
+	var v int
+	if err := msgpack.Unmarshal(n.cache.GetMulti(context.Background(), []string{k7})[k7], &v); err != nil || v != 49 {
+		t.Fatalf("cached square(7) = %d, %v", v, err)
+	}
+	if len(n.cache.GetMulti(context.Background(), []string{kg})) != 0 {
+		t.Fatal("a function not marked cacheable was cached")
+	}
+	if err := n.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCacheRingConfigErrors(t *testing.T) {
+	cfg := FastConfig()
+	cfg.CacheRing = "gossip"
+	cfg.Memcached = []string{"127.0.0.1:11211"}
+	if _, err := New(cfg, "test"); err == nil {
+		t.Error("gossip ring with static servers accepted")
+	}
+	cfg = FastConfig()
+	cfg.CacheRing = "sometimes"
+	if _, err := New(cfg, "test"); err == nil {
+		t.Error("unknown ring accepted")
+	}
 }

@@ -122,3 +122,32 @@ func TestObserveSeesEveryAnsweredCall(t *testing.T) {
 		}
 	}
 }
+
+func TestCompletedSeesSuccessfulUserCalls(t *testing.T) {
+	type done struct {
+		fn     string
+		args   []any
+		result any
+	}
+	got := make(chan done, 10)
+	s, addr := startServer(t, ServerConfig{Completed: func(fn FunctionInfo, args []any, result any) {
+		got <- done{fn.Name, args, result}
+	}})
+	if err := s.RegisterSystem("shoal.x", func() int { return 1 }); err != nil {
+		t.Fatal(err)
+	}
+	c := dial(t, addr, ClientConfig{})
+	ctx := context.Background()
+	c.Call(ctx, "fail", nil, "x")   // failed: not reported
+	c.Call(ctx, "shoal.x", nil)     // system: not reported
+	c.Call(ctx, "add", nil, 20, 22) // reported
+	d := <-got
+	if d.fn != "add" || len(d.args) != 2 || d.args[0] != 20 || d.args[1] != 22 || d.result != 42 {
+		t.Fatalf("completed %+v", d)
+	}
+	select {
+	case extra := <-got:
+		t.Fatalf("also reported %+v", extra)
+	default:
+	}
+}

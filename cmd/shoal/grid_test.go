@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -12,7 +13,9 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/internal/testutil"
 	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
@@ -306,4 +309,115 @@ func TestCallRoutesToLeastLoadedNode(t *testing.T) {
 	if code != 1 || !strings.Contains(stderr, `UnknownFunction: no live node offers "nope"`) {
 		t.Fatalf("unknown function: %q %d", stderr, code)
 	}
+}
+
+// cachedInt reads the cached result of fn(arg) from memcached servers, as
+// any ketama client would.
+func cachedInt(t *testing.T, servers []string, fn string, arg int) (int, bool) {
+	t.Helper()
+	c, err := cache.NewMemcached(cache.MemcachedConfig{Servers: servers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	key, err := cache.Key(fn, "1", arg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, ok := c.GetMulti(context.Background(), []string{key})[key]
+	if !ok {
+		return 0, false
+	}
+	var v int
+	if err := msgpack.Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v, true
+}
+
+func TestNodeWritesResultsToMemcached(t *testing.T) {
+	m1, m2 := testutil.StartMemcached(t), testutil.StartMemcached(t)
+	servers := []string{m1.Addr, m2.Addr}
+	a := startGridNode(t, "a", "", "--memcached", strings.Join(servers, ","))
+	c, err := rpc.Dial(context.Background(), a.rpc, rpc.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	square := func(x int) {
+		t.Helper()
+		var got int
+		if err := c.Call(context.Background(), "square", &got, x); err != nil || got != x*x {
+			t.Fatalf("square(%d) = %d, %v", x, got, err)
+		}
+	}
+	for x := 1; x <= 20; x++ {
+		square(x)
+	}
+	for x := 1; x <= 20; x++ {
+		testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("square(%d) in memcached", x), func() bool {
+			v, ok := cachedInt(t, servers, "square", x)
+			return ok && v == x*x
+		})
+	}
+	got := scrape(t, a.http)
+	if got["shoal_cache_stored_total"] < 20 || got["shoal_cache_server_breaker,server="+m1.Addr+",state=closed"] != 1 {
+		t.Fatalf("cache metrics: stored %v, breaker %v", got["shoal_cache_stored_total"], got["shoal_cache_server_breaker,server="+m1.Addr+",state=closed"])
+	}
+
+	// With one memcached gone the node keeps answering; writes to it are
+	// counted as errors until its breaker opens.
+	m2.Stop()
+	for x := 21; x <= 40; x++ {
+		square(x)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the dead server's breaker to open", func() bool {
+		return scrape(t, a.http)["shoal_cache_server_breaker,server="+m2.Addr+",state=open"] == 1
+	})
+}
+
+func TestGossipCacheRing(t *testing.T) {
+	m1, m2 := testutil.StartMemcached(t), testutil.StartMemcached(t)
+	a := startGridNode(t, "a", "", "--cache-addr", m1.Addr, "--cache-ring", "gossip")
+	b := startGridNode(t, "b", a.gossip, "--cache-addr", m2.Addr, "--cache-ring", "gossip")
+	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
+	a.WaitForLine(`msg="cache ring follows the members" servers="\[`+regexp.QuoteMeta(min(m1.Addr, m2.Addr))+` `+regexp.QuoteMeta(max(m1.Addr, m2.Addr))+`\]"`, processTimeout)
+	b.WaitForLine(`msg="cache ring follows the members" servers="\[`+regexp.QuoteMeta(min(m1.Addr, m2.Addr))+` `+regexp.QuoteMeta(max(m1.Addr, m2.Addr))+`\]"`, processTimeout)
+
+	// Results computed on either node land where ketama over both
+	// servers puts them.
+	both := []string{m1.Addr, m2.Addr}
+	for x := 1; x <= 30; x++ {
+		seed := a.rpc
+		if x%2 == 0 {
+			seed = b.rpc
+		}
+		c, err := rpc.Dial(context.Background(), seed, rpc.ClientConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Call(context.Background(), "square", nil, x)
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	perServer := map[string]int{}
+	for x := 1; x <= 30; x++ {
+		testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("square(%d) in the ring", x), func() bool {
+			v, ok := cachedInt(t, both, "square", x)
+			return ok && v == x*x
+		})
+		key, _ := cache.Key("square", "1", x)
+		sel, _ := cache.NewSelector(both...)
+		addr, _ := sel.PickServer(key)
+		perServer[addr.String()]++
+	}
+	if len(perServer) != 2 {
+		t.Fatalf("results all on one server: %v", perServer)
+	}
+
+	// When b leaves, a's ring shrinks to its own memcached.
+	b.Signal(syscall.SIGTERM)
+	a.WaitForLine(`msg="cache ring follows the members" servers=\[`+regexp.QuoteMeta(m1.Addr)+`\]`, processTimeout)
 }

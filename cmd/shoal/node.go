@@ -29,6 +29,10 @@ type nodeOptions struct {
 	queue          int
 	gossipKey      string
 	gossipTiming   string
+	memcached      []string
+	cacheAddr      string
+	cacheRing      string
+	cacheSize      int
 	token          string
 	tlsCert        string
 	tlsKey         string
@@ -59,11 +63,18 @@ A node restarted under the same name at a new address rejoins at once if it
 left gracefully; after a crash (kill -9) the grid lets the name be reclaimed
 once the old member has been dead for 30s (1s with --gossip-timing fast).
 
+Results of cacheable functions are written to the grid's cache after the
+caller has its reply: memcached servers placed by ketama (--memcached, or
+--cache-ring gossip for the servers members offer with --cache-addr), or an
+in-memory cache of --cache-size bytes when none is configured.
+
 Built-in functions:
 ` + builtinList(),
 		Example: `  shoal node --name a
   shoal node --name b --gossip 127.0.0.1:7947 --rpc 127.0.0.1:7374 --http 127.0.0.1:8788 --join 127.0.0.1:7946
-  shoal node --gossip-key "$(head -c 32 /dev/urandom | base64)" --token s3cret`,
+  shoal node --gossip-key "$(head -c 32 /dev/urandom | base64)" --token s3cret
+  shoal node --memcached 127.0.0.1:11211,127.0.0.1:11212
+  shoal node --cache-addr 127.0.0.1:11211 --cache-ring gossip`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runNode(cmd.Context(), g, o)
@@ -80,6 +91,10 @@ Built-in functions:
 	f.IntVar(&o.queue, "queue", 0, "calls that may wait for a slot before more get Overloaded (default: 64 per slot)")
 	f.StringVar(&o.gossipKey, "gossip-key", "", "base64 key of 16, 24 or 32 bytes encrypting gossip; the same on every member")
 	f.StringVar(&o.gossipTiming, "gossip-timing", "lan", "failure detection: lan (probe every 1s, dead in ~5-10s) or fast (every 100ms, dead in ~1s; for one machine)")
+	f.StringSliceVar(&o.memcached, "memcached", nil, "memcached HOST:PORT servers, comma-separated, to store results of cacheable functions in (ketama placement)")
+	f.StringVar(&o.cacheAddr, "cache-addr", "", "HOST:PORT of a memcached running beside this node, offered to the grid's cache ring")
+	f.StringVar(&o.cacheRing, "cache-ring", "static", "static: use --memcached (or, without it, an in-memory cache); gossip: every live member's --cache-addr")
+	f.IntVar(&o.cacheSize, "cache-size", 64<<20, "bytes of the in-memory cache used when no memcached is configured")
 	f.StringVar(&o.token, "token", "", "shared token clients must present with shoal.auth before any call")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate file: serve TLS (needs --tls-key)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
@@ -121,6 +136,7 @@ func (o *nodeOptions) config(g *globalOptions) (node.Config, error) {
 	cfg.Name, cfg.GossipAddr, cfg.RPCAddr, cfg.HTTPAddr = o.name, o.gossipAddr, o.rpcAddr, o.httpAddr
 	cfg.Join, cfg.JoinTimeout, cfg.Slots, cfg.QueueSize = o.join, o.joinTimeout, o.slots, o.queue
 	cfg.DrainTimeout, cfg.Logger = o.drainTimeout, log
+	cfg.Memcached, cfg.CacheAddr, cfg.CacheRing, cfg.CacheSize = o.memcached, o.cacheAddr, o.cacheRing, o.cacheSize
 	switch o.gossipTiming {
 	case "lan":
 		cfg.Timing = node.LANTiming()

@@ -1,0 +1,160 @@
+package node
+
+import (
+	"bytes"
+	"slices"
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/cache"
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+// cacheWrite is a computed result waiting to be stored.
+type cacheWrite struct {
+	fn     rpc.FunctionInfo
+	args   []any
+	result any
+}
+
+// maxCacheBatch bounds how many results one SetMulti carries.
+const maxCacheBatch = 128
+
+// newCache builds the node's result cache from its configuration.
+func (n *Node) newCache() error {
+	switch {
+	case n.cfg.CacheRing == "gossip" || len(n.cfg.Memcached) > 0:
+		mc, err := cache.NewMemcached(cache.MemcachedConfig{Servers: n.cfg.Memcached, Logger: n.log})
+		if err != nil {
+			return err
+		}
+		n.cache, n.memcached = mc, mc
+	default:
+		n.cache = cache.NewMemory(n.cfg.CacheSize, 0)
+	}
+	return nil
+}
+
+// resultComputed queues a cacheable function's result for the cache
+// writer; the caller has its reply already and never waits for this.
+func (n *Node) resultComputed(fn rpc.FunctionInfo, args []any, result any) {
+	if !fn.Cacheable {
+		return
+	}
+	select {
+	case n.cacheWrites <- cacheWrite{fn: fn, args: args, result: result}:
+	default:
+		n.cacheDropped.Add(1)
+	}
+}
+
+// writeCache stores queued results in batches until the queue is closed
+// (Shutdown) or the node closes.
+func (n *Node) writeCache() {
+	batch := make([]cache.Item, 0, maxCacheBatch)
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	for {
+		var w cacheWrite
+		var ok bool
+		select {
+		case <-n.ctx.Done():
+			return
+		case w, ok = <-n.cacheWrites:
+			if !ok {
+				return
+			}
+		}
+		batch = batch[:0]
+		for {
+			key, err := cache.Key(w.fn.Name, w.fn.Version, w.args...)
+			buf.Reset()
+			if err == nil {
+				err = enc.Encode(w.result)
+			}
+			if err != nil {
+				n.log.Debug("result not cacheable", "function", w.fn.Name, "err", err)
+			} else {
+				batch = append(batch, cache.Item{Key: key, Value: bytes.Clone(buf.Bytes())})
+			}
+			if len(batch) == maxCacheBatch {
+				break
+			}
+			select {
+			case w, ok = <-n.cacheWrites:
+			default:
+				ok = false
+			}
+			if !ok {
+				break
+			}
+		}
+		n.cache.SetMulti(n.ctx, batch)
+	}
+}
+
+// followCacheRing points a gossip cache ring at the memcached servers the
+// live members offer.
+func (n *Node) followCacheRing() {
+	if n.cfg.CacheRing != "gossip" {
+		return
+	}
+	var servers []string
+	for _, m := range n.Members() {
+		if m.CacheAddr != "" && (m.State == StateAlive || m.State == StateSuspect) {
+			servers = append(servers, m.CacheAddr)
+		}
+	}
+	sort.Strings(servers)
+	servers = slices.Compact(servers)
+	if slices.Equal(servers, n.memcached.Servers()) {
+		return
+	}
+	if err := n.memcached.SetServers(servers...); err != nil {
+		n.log.Warn("cache ring not updated", "servers", servers, "err", err)
+		return
+	}
+	n.log.Info("cache ring follows the members", "servers", servers)
+}
+
+// cacheCollector reports the cache's counters and its servers' breakers.
+type cacheCollector Node
+
+var (
+	cacheCountDescs = map[string]*prometheus.Desc{
+		"hits":      prometheus.NewDesc("shoal_cache_hits_total", "Cache lookups that found a value.", nil, nil),
+		"misses":    prometheus.NewDesc("shoal_cache_misses_total", "Cache lookups that found nothing (errors included).", nil, nil),
+		"errors":    prometheus.NewDesc("shoal_cache_errors_total", "Failed requests to a cache server.", nil, nil),
+		"stored":    prometheus.NewDesc("shoal_cache_stored_total", "Results stored in the cache.", nil, nil),
+		"too_large": prometheus.NewDesc("shoal_cache_too_large_total", "Results not stored for exceeding the item size limit.", nil, nil),
+		"dropped":   prometheus.NewDesc("shoal_cache_writes_dropped_total", "Results not stored because the write queue was full.", nil, nil),
+	}
+	cacheServerDesc = prometheus.NewDesc("shoal_cache_server_breaker", "1 for each memcached server, labelled with its breaker state (closed, open, half-open).", []string{"server", "state"}, nil)
+)
+
+func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range cacheCountDescs {
+		ch <- d
+	}
+	ch <- cacheServerDesc
+}
+
+func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
+	n := (*Node)(c)
+	if n.cache == nil {
+		return
+	}
+	st := n.cache.Stats()
+	for name, v := range map[string]uint64{
+		"hits": st.Hits, "misses": st.Misses, "errors": st.Errors, "stored": st.Stored,
+		"too_large": st.TooLarge, "dropped": n.cacheDropped.Load(),
+	} {
+		ch <- prometheus.MustNewConstMetric(cacheCountDescs[name], prometheus.CounterValue, float64(v))
+	}
+	for _, s := range st.Servers {
+		ch <- prometheus.MustNewConstMetric(cacheServerDesc, prometheus.GaugeValue, 1, s.Addr, s.Breaker)
+	}
+}
