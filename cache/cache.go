@@ -18,8 +18,8 @@ import (
 
 // Item is a value to store under a key.
 type Item struct {
-	Key   string
-	Value []byte
+	Key   string // from Key, or any memcached-legal key
+	Value []byte // the encoded result
 }
 
 // Cache is a result cache. Implementations are safe for concurrent use.
@@ -38,12 +38,12 @@ type Cache interface {
 
 // Stats counts what a cache has done.
 type Stats struct {
-	Hits     uint64 // keys found
-	Misses   uint64 // keys not found, unreadable, or on a server not asked
-	Errors   uint64 // failed requests to a server
-	Stored   uint64 // values stored
-	TooLarge uint64 // values not stored because they exceed the item size limit
-	Servers  []ServerStats
+	Hits     uint64        // keys found
+	Misses   uint64        // keys not found, unreadable, or on a server not asked
+	Errors   uint64        // failed requests to a server
+	Stored   uint64        // values stored
+	TooLarge uint64        // values not stored because they exceed the item size limit
+	Servers  []ServerStats // memcached servers, in ring order; none for an in-memory cache
 }
 
 // ServerStats describes one memcached server.

@@ -43,17 +43,17 @@ import (
 
 // Member is one member of the grid as a node sees it.
 type Member struct {
-	Name      string `msgpack:"name" json:"name"`
-	Gossip    string `msgpack:"gossip" json:"gossip"`
-	RPC       string `msgpack:"rpc" json:"rpc"`
-	HTTP      string `msgpack:"http" json:"http,omitempty"`
-	State     string `msgpack:"state" json:"state"` // alive, suspect, dead or left
-	Slots     int    `msgpack:"slots" json:"slots"`
-	Running   int    `msgpack:"running" json:"running"` // calls running, as last gossiped
-	Queued    int    `msgpack:"queued" json:"queued"`   // calls waiting for a slot
-	Digest    string `msgpack:"digest" json:"digest"`   // names the member's function set
-	CacheAddr string `msgpack:"cache" json:"cache,omitempty"`
-	Version   string `msgpack:"version" json:"version"`
+	Name      string `msgpack:"name" json:"name"`             // unique in the grid
+	Gossip    string `msgpack:"gossip" json:"gossip"`         // memberlist address
+	RPC       string `msgpack:"rpc" json:"rpc"`               // msgpack-rpc address
+	HTTP      string `msgpack:"http" json:"http,omitempty"`   // health and metrics address
+	State     string `msgpack:"state" json:"state"`           // alive, suspect, dead or left
+	Slots     int    `msgpack:"slots" json:"slots"`           // calls it runs at once
+	Running   int    `msgpack:"running" json:"running"`       // calls running, as last gossiped
+	Queued    int    `msgpack:"queued" json:"queued"`         // calls waiting for a slot
+	Digest    string `msgpack:"digest" json:"digest"`         // names the member's function set
+	CacheAddr string `msgpack:"cache" json:"cache,omitempty"` // the memcached it offers, if any
+	Version   string `msgpack:"version" json:"version"`       // its Shoal version
 }
 
 // Member states.
@@ -68,7 +68,7 @@ const (
 // offer it, as shoal.functions returns.
 type GridFunction struct {
 	rpc.FunctionInfo `msgpack:",inline"`
-	Nodes            []string `msgpack:"nodes" json:"nodes"`
+	Nodes            []string `msgpack:"nodes" json:"nodes"` // names of the live members offering it
 }
 
 // Node is one peer of a grid. Make it with New, register functions, Start
@@ -662,6 +662,7 @@ func (n *Node) Functions(ctx context.Context) []GridFunction {
 // metaDelegate hands memberlist the node's metadata.
 type metaDelegate Node
 
+// NodeMeta hands memberlist the metadata last announced.
 func (d *metaDelegate) NodeMeta(limit int) []byte {
 	n := (*Node)(d)
 	n.metaMu.Lock()

@@ -21,9 +21,9 @@ import (
 type PKI struct {
 	CAFile     string // the CA's certificate
 	ServerCert string // for 127.0.0.1, signed by the CA
-	ServerKey  string
+	ServerKey  string // its private key
 	ClientCert string // for client authentication, signed by the CA
-	ClientKey  string
+	ClientKey  string // its private key
 }
 
 // NewPKI writes a fresh PKI valid for an hour around now.
