@@ -39,6 +39,7 @@ import (
 
 	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/rpc"
+	"github.com/shoalgrid/shoal/scheduler"
 )
 
 // Member is one member of the grid as a node sees it.
@@ -172,6 +173,10 @@ func New(cfg Config, version string) (*Node, error) {
 	}
 	if err := n.srv.RegisterSystem("shoal.functions", func(ctx context.Context) []GridFunction { return n.Functions(ctx) },
 		rpc.WithDoc("the functions the grid offers and the live nodes that offer each")); err != nil {
+		return nil, err
+	}
+	if err := n.srv.RegisterSystem(scheduler.MapMethod, n.mapChunk,
+		rpc.WithDoc("runs a chunk of items of one function in one executor slot")); err != nil {
 		return nil, err
 	}
 	n.pool = rpc.NewPool(rpc.ClientConfig{Token: cfg.RPC.Token, TLS: cfg.PeerTLS, Logger: cfg.Logger})

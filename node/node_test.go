@@ -16,6 +16,7 @@ import (
 	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/internal/testutil"
 	"github.com/shoalgrid/shoal/rpc"
+	"github.com/shoalgrid/shoal/scheduler"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -343,4 +344,67 @@ func TestCacheRingConfigErrors(t *testing.T) {
 	if _, err := New(cfg, "test"); err == nil {
 		t.Error("unknown ring accepted")
 	}
+}
+
+func TestMapChunk(t *testing.T) {
+	n := startNode(t, "a", nil, nil)
+	if err := n.Register("sleep", func(ctx context.Context, ms int) (int, error) {
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			return ms, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cl, err := rpc.Dial(context.Background(), n.RPCAddr(), rpc.ClientConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	params := func(args ...any) msgpack.RawMessage {
+		b, err := msgpack.Marshal(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	req := scheduler.MapRequest{Function: "square", Items: []msgpack.RawMessage{params(3), params("x"), params(5)}}
+	var out []scheduler.MapResult
+	if err := cl.Call(context.Background(), scheduler.MapMethod, &out, req); err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	if len(out) != 3 || out[0].Error != "" || msgpack.Unmarshal(out[0].Value, &v) != nil || v != 9 {
+		t.Fatalf("item 0: %+v", out)
+	}
+	if !strings.HasPrefix(out[1].Error, "BadArguments: ") || out[2].Error != "" {
+		t.Fatalf("items 1, 2: %+v", out[1:])
+	}
+
+	// Per-item timeouts end the function's context on the node.
+	req = scheduler.MapRequest{Function: "sleep", Items: []msgpack.RawMessage{params(1), params(60_000)}, TimeoutMs: 50}
+	if err := cl.Call(context.Background(), scheduler.MapMethod, &out, req); err != nil {
+		t.Fatal(err)
+	}
+	if out[0].Error != "" || !strings.HasPrefix(out[1].Error, "Timeout: ") {
+		t.Fatalf("timeouts: %+v", out)
+	}
+
+	err = cl.Call(context.Background(), scheduler.MapMethod, &out, scheduler.MapRequest{Function: "nope"})
+	if !errors.Is(err, rpc.ErrUnknownFunction) {
+		t.Fatalf("unknown function: %v", err)
+	}
+	// Canceling the call stops the chunk.
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req = scheduler.MapRequest{Function: "sleep", Items: []msgpack.RawMessage{params(60_000), params(60_000)}}
+	if err := cl.Call(ctx, scheduler.MapMethod, &out, req); !errors.Is(err, rpc.ErrTimeout) {
+		t.Fatalf("canceled chunk: %v", err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the chunk to stop on the node", func() bool {
+		running, queued := n.Executor().Load()
+		return running == 0 && queued == 0
+	})
 }

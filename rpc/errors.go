@@ -121,6 +121,16 @@ func isKindWord(s string) bool {
 	return true
 }
 
+// ErrorOf converts err into the *Error a caller would receive for it: an
+// *Error anywhere in the chain keeps its kind, a context error becomes
+// Timeout or Canceled, anything else is a FunctionError. Its Error() is
+// the wire form "<Kind>: <message>".
+func ErrorOf(err error) *Error { return toError(err) }
+
+// ParseError turns an error received on the wire (normally a string
+// "<Kind>: <message>") back into an *Error.
+func ParseError(v any) *Error { return parseWireError(v) }
+
 // toError converts what a function returned into the *Error sent to the
 // caller: an *Error anywhere in the chain keeps its kind, a context error
 // becomes Timeout or Canceled, anything else is a FunctionError.

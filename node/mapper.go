@@ -1,0 +1,59 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/rpc"
+	"github.com/shoalgrid/shoal/scheduler"
+)
+
+// mapChunk serves shoal.map: it takes one executor slot for the whole
+// chunk and runs the items in order, each with its own timeout, so the
+// function's context ends on the node when an item's time is up or the
+// caller cancels.
+func (n *Node) mapChunk(ctx context.Context, req scheduler.MapRequest) ([]scheduler.MapResult, error) {
+	if _, ok := n.srv.Lookup(req.Function); !ok {
+		return nil, rpc.Errorf(rpc.KindUnknownFunction, "no function named %q", req.Function)
+	}
+	release, err := n.exec.Acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	out := make([]scheduler.MapResult, len(req.Items))
+	for i, params := range req.Items {
+		if err := ctx.Err(); err != nil {
+			out[i].Error = rpc.ErrorOf(err).Error()
+			continue
+		}
+		itemCtx, cancel := ctx, context.CancelFunc(func() {})
+		if req.TimeoutMs > 0 {
+			itemCtx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMs)*time.Millisecond)
+		}
+		result, err := n.srv.Invoke(itemCtx, req.Function, params)
+		cancel()
+		if err == nil {
+			out[i].Value, err = marshalCompact(result)
+		}
+		if err != nil {
+			out[i].Error = rpc.ErrorOf(err).Error()
+		}
+	}
+	return out, nil
+}
+
+// marshalCompact encodes v as rpc replies and cached values are encoded:
+// integers in their shortest form.
+func marshalCompact(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}

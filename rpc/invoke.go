@@ -1,0 +1,68 @@
+package rpc
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"sync"
+)
+
+var decoderPool = sync.Pool{New: func() any { return newDecoder() }}
+
+// Invoke calls the user function name in this process with params, the
+// msgpack encoding of its argument array, exactly as a request would: the
+// same BadArguments, FunctionError and panic handling, and
+// ServerConfig.Completed is told of a success. It does not ask
+// ServerConfig.Admit; the caller owns that. It is how batched methods (a
+// node's shoal.map) run many items inside one call.
+func (s *Server) Invoke(ctx context.Context, name string, params []byte) (any, error) {
+	f := s.reg.lookup(name)
+	if f == nil || f.system {
+		return nil, &Error{Kind: KindUnknownFunction, Message: fmt.Sprintf("no function named %q", name)}
+	}
+	args, err := s.decodeParams(f, params)
+	if err != nil {
+		return nil, err
+	}
+	result, callErr := f.call(ctx, args)
+	if callErr != nil {
+		return nil, callErr
+	}
+	if s.cfg.Completed != nil {
+		values := make([]any, len(args))
+		for i, a := range args {
+			values[i] = a.Interface()
+		}
+		s.cfg.Completed(f.info, values, result)
+	}
+	return result, nil
+}
+
+// Lookup returns the description of the user function name.
+func (s *Server) Lookup(name string) (FunctionInfo, bool) {
+	f := s.reg.lookup(name)
+	if f == nil || f.system {
+		return FunctionInfo{}, false
+	}
+	return f.info, true
+}
+
+func (s *Server) decodeParams(f *function, params []byte) (args []reflect.Value, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = &Error{Kind: KindBadArguments, Message: fmt.Sprintf("%s: params could not be decoded: %v", f.info.Name, p)}
+		}
+	}()
+	d := decoderPool.Get().(*decoder)
+	defer decoderPool.Put(d)
+	d.reset(params)
+	n, ok := d.paramsLen()
+	if !ok {
+		return nil, &Error{Kind: KindBadArguments, Message: f.info.Name + ": params must be an array"}
+	}
+	args, argErr := f.decodeArgs(d.dec, n)
+	if argErr != nil {
+		return nil, argErr
+	}
+	return args, nil
+}
