@@ -50,6 +50,23 @@ func Key(function, version string, args ...any) (string, error) {
 	return "shoal:" + readable(function) + ":" + hex.EncodeToString(sum[:]), nil
 }
 
+// KeyFromParams is Key for arguments given as the msgpack encoding of
+// their array, as they travel in a request. It gives the key a node
+// computes from the decoded arguments when their encodings agree: an
+// integer sent to a float parameter, say, gives another key (a miss,
+// never a wrong hit).
+func KeyFromParams(function, version string, params []byte) (string, error) {
+	v, err := decodeGeneric(params)
+	if err != nil {
+		return "", err
+	}
+	args, ok := v.([]any)
+	if !ok && v != nil {
+		return "", fmt.Errorf("cache: params of %s are not an array", function)
+	}
+	return Key(function, version, args...)
+}
+
 func newKeyEncoder(w io.Writer) *msgpack.Encoder {
 	enc := msgpack.NewEncoder(w)
 	enc.UseCompactInts(true)
