@@ -25,6 +25,9 @@ const maxCacheBatch = 128
 // newCache builds the node's result cache from its configuration.
 func (n *Node) newCache() error {
 	switch {
+	case n.cfg.Cache != nil:
+		n.cache, n.ownsCache = n.cfg.Cache, false
+		return nil
 	case n.cfg.CacheRing == "gossip" || len(n.cfg.Memcached) > 0:
 		mc, err := cache.NewMemcached(cache.MemcachedConfig{Servers: n.cfg.Memcached, Logger: n.log})
 		if err != nil {
@@ -34,7 +37,17 @@ func (n *Node) newCache() error {
 	default:
 		n.cache = cache.NewMemory(n.cfg.CacheSize, 0)
 	}
+	n.ownsCache = true
 	return nil
+}
+
+// cacheServers serves shoal.cache: clients look results up where this node
+// writes them.
+func (n *Node) cacheServers() []string {
+	if n.memcached == nil {
+		return []string{}
+	}
+	return n.memcached.Servers()
 }
 
 // resultComputed queues a cacheable function's result for the cache

@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/rpc"
 )
 
@@ -56,6 +57,10 @@ type Config struct {
 	// CacheSize bounds the in-memory cache used when no memcached is
 	// configured, in bytes. Default: 64 MiB.
 	CacheSize int
+	// Cache, when set, is the cache the node writes results to, shared
+	// with its owner (nodes of one process, say); the other cache fields
+	// are then ignored and the node does not close it. Default: none.
+	Cache cache.Cache
 	// CacheQueue bounds the results waiting to be written to the cache;
 	// beyond it results are dropped and counted, never waited for.
 	// Default: 4096.

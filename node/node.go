@@ -90,6 +90,7 @@ type Node struct {
 
 	cache        cache.Cache
 	memcached    *cache.Memcached // the cache, when it is memcached
+	ownsCache    bool
 	cacheWrites  chan cacheWrite
 	cacheDropped atomic.Uint64
 	cacheWriter  sync.WaitGroup
@@ -173,6 +174,10 @@ func New(cfg Config, version string) (*Node, error) {
 	}
 	if err := n.srv.RegisterSystem("shoal.functions", func(ctx context.Context) []GridFunction { return n.Functions(ctx) },
 		rpc.WithDoc("the functions the grid offers and the live nodes that offer each")); err != nil {
+		return nil, err
+	}
+	if err := n.srv.RegisterSystem("shoal.cache", n.cacheServers,
+		rpc.WithDoc("the memcached servers this node writes results to; none for an in-memory cache")); err != nil {
 		return nil, err
 	}
 	if err := n.srv.RegisterSystem(scheduler.MapMethod, n.mapChunk,
@@ -431,7 +436,9 @@ func (n *Node) Close() error {
 		}
 		n.pool.Close()
 		n.wg.Wait()
-		n.cache.Close()
+		if n.ownsCache {
+			n.cache.Close()
+		}
 	})
 	return err
 }

@@ -28,8 +28,8 @@ func startNode(t *testing.T, env []string, args ...string) (*testutil.Process, s
 	return p, m[1]
 }
 
-// shoal runs the shoal binary to completion.
-func shoal(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
+// runShoal runs the shoal binary to completion.
+func runShoal(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	return testutil.Run(t, processTimeout, env, testutil.ShoalBinary(t), args...)
 }
@@ -60,7 +60,7 @@ func TestCallCommandAgainstNodeProcess(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
-			stdout, stderr, code := shoal(t, nil, append([]string{"call", "--seed", addr}, tc.args...)...)
+			stdout, stderr, code := runShoal(t, nil, append([]string{"call", "--seed", addr}, tc.args...)...)
 			if stdout != tc.stdout || !strings.Contains(stderr, tc.stderr) || code != tc.code {
 				t.Fatalf("got stdout %q, stderr %q, exit %d; want %q, %q, %d", stdout, stderr, code, tc.stdout, tc.stderr, tc.code)
 			}
@@ -71,11 +71,11 @@ func TestCallCommandAgainstNodeProcess(t *testing.T) {
 func TestCallTriesSeedsInOrder(t *testing.T) {
 	_, addr := startNode(t, nil)
 	dead := "127.0.0.1:1"
-	stdout, stderr, code := shoal(t, nil, "call", "--seed", dead+","+addr, "add", "1", "2")
+	stdout, stderr, code := runShoal(t, nil, "call", "--seed", dead+","+addr, "add", "1", "2")
 	if code != 0 || stdout != "3\n" {
 		t.Fatalf("with one dead seed: %q %q %d", stdout, stderr, code)
 	}
-	_, stderr, code = shoal(t, nil, "call", "--seed", dead, "add", "1", "2")
+	_, stderr, code = runShoal(t, nil, "call", "--seed", dead, "add", "1", "2")
 	if code != 1 || !strings.Contains(stderr, "no seed answered") || !strings.Contains(stderr, "connection refused") {
 		t.Fatalf("with only a dead seed: %q %d", stderr, code)
 	}
@@ -83,20 +83,20 @@ func TestCallTriesSeedsInOrder(t *testing.T) {
 
 func TestEnvironmentSetsFlags(t *testing.T) {
 	_, addr := startNode(t, []string{"SHOAL_TOKEN=s3cret"})
-	_, stderr, code := shoal(t, nil, "call", "--seed", addr, "add", "1", "2")
+	_, stderr, code := runShoal(t, nil, "call", "--seed", addr, "add", "1", "2")
 	if code != 1 || !strings.Contains(stderr, "Unauthorized") {
 		t.Fatalf("call without the token: %q %d", stderr, code)
 	}
-	stdout, stderr, code := shoal(t, []string{"SHOAL_SEED=" + addr, "SHOAL_TOKEN=s3cret"}, "call", "add", "1", "2")
+	stdout, stderr, code := runShoal(t, []string{"SHOAL_SEED=" + addr, "SHOAL_TOKEN=s3cret"}, "call", "add", "1", "2")
 	if code != 0 || stdout != "3\n" {
 		t.Fatalf("call with token and seed from the environment: %q %q %d", stdout, stderr, code)
 	}
 	// The command line wins over the environment.
-	_, stderr, code = shoal(t, []string{"SHOAL_SEED=" + addr, "SHOAL_TOKEN=s3cret"}, "call", "--token", "wrong", "add", "1", "2")
+	_, stderr, code = runShoal(t, []string{"SHOAL_SEED=" + addr, "SHOAL_TOKEN=s3cret"}, "call", "--token", "wrong", "add", "1", "2")
 	if code != 1 || !strings.Contains(stderr, "wrong token") {
 		t.Fatalf("flag over environment: %q %d", stderr, code)
 	}
-	_, stderr, code = shoal(t, []string{"SHOAL_TIMEOUT=soon"}, "call", "add", "1", "2")
+	_, stderr, code = runShoal(t, []string{"SHOAL_TIMEOUT=soon"}, "call", "add", "1", "2")
 	if code != 1 || !strings.Contains(stderr, "SHOAL_TIMEOUT") {
 		t.Fatalf("bad environment value: %q %d", stderr, code)
 	}
@@ -119,16 +119,16 @@ func TestInterruptCancelsCallOnNode(t *testing.T) {
 func TestNodeWithTLS(t *testing.T) {
 	pki := testutil.NewPKI(t)
 	_, addr := startNode(t, nil, "--tls-cert", pki.ServerCert, "--tls-key", pki.ServerKey, "--tls-client-ca", pki.CAFile)
-	stdout, stderr, code := shoal(t, nil, "call", "--seed", addr, "--tls-ca", pki.CAFile,
+	stdout, stderr, code := runShoal(t, nil, "call", "--seed", addr, "--tls-ca", pki.CAFile,
 		"--tls-cert", pki.ClientCert, "--tls-key", pki.ClientKey, "add", "20", "22")
 	if code != 0 || stdout != "42\n" {
 		t.Fatalf("call over mutual TLS: %q %q %d", stdout, stderr, code)
 	}
-	_, _, code = shoal(t, nil, "call", "--seed", addr, "--tls-ca", pki.CAFile, "add", "1", "2")
+	_, _, code = runShoal(t, nil, "call", "--seed", addr, "--tls-ca", pki.CAFile, "add", "1", "2")
 	if code != 1 {
 		t.Fatal("call without a client certificate succeeded")
 	}
-	_, stderr, code = shoal(t, nil, "node", "--tls-cert", pki.ServerCert)
+	_, stderr, code = runShoal(t, nil, "node", "--tls-cert", pki.ServerCert)
 	if code != 1 || !strings.Contains(stderr, "--tls-cert and --tls-key go together") {
 		t.Fatalf("half a TLS configuration: %q %d", stderr, code)
 	}
@@ -188,7 +188,7 @@ func TestNodeDrainTimeoutExitsNonZero(t *testing.T) {
 
 func TestNodeRefusesBusyPort(t *testing.T) {
 	_, addr := startNode(t, nil)
-	_, stderr, code := shoal(t, nil, "node", "--rpc", addr)
+	_, stderr, code := runShoal(t, nil, "node", "--rpc", addr)
 	if code != 1 || !strings.Contains(stderr, "address already in use") {
 		t.Fatalf("second node on a busy port: %q %d", stderr, code)
 	}
@@ -196,7 +196,7 @@ func TestNodeRefusesBusyPort(t *testing.T) {
 
 func TestHelpExplainsEveryFlag(t *testing.T) {
 	for _, cmd := range [][]string{{"--help"}, {"node", "--help"}, {"call", "--help"}, {"version", "--help"}} {
-		stdout, _, code := shoal(t, nil, cmd...)
+		stdout, _, code := runShoal(t, nil, cmd...)
 		if code != 0 {
 			t.Fatalf("%v exited %d", cmd, code)
 		}
@@ -206,28 +206,28 @@ func TestHelpExplainsEveryFlag(t *testing.T) {
 			}
 		}
 	}
-	stdout, _, _ := shoal(t, nil, "node", "--help")
+	stdout, _, _ := runShoal(t, nil, "node", "--help")
 	for _, want := range []string{"--rpc", "--token", "--tls-cert", "--tls-key", "sha256(text string, rounds int) string", "SIGTERM"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("node --help lacks %q", want)
 		}
 	}
-	stdout, _, code := shoal(t, nil, "version")
+	stdout, _, code := runShoal(t, nil, "version")
 	if code != 0 || !strings.HasPrefix(stdout, "shoal ") {
 		t.Fatalf("version printed %q", stdout)
 	}
-	stdout, _, code = shoal(t, nil, "completion", "bash")
+	stdout, _, code = runShoal(t, nil, "completion", "bash")
 	if code != 0 || !strings.Contains(stdout, "bash completion") {
 		t.Fatalf("completion bash: exit %d", code)
 	}
 }
 
 func TestUsageErrors(t *testing.T) {
-	_, stderr, code := shoal(t, nil, "call")
+	_, stderr, code := runShoal(t, nil, "call")
 	if code != 1 || !strings.Contains(stderr, "requires at least 1 arg") {
 		t.Fatalf("call without a function: %q %d", stderr, code)
 	}
-	_, stderr, code = shoal(t, nil, "node", "--log-level", "loud")
+	_, stderr, code = runShoal(t, nil, "node", "--log-level", "loud")
 	if code != 1 || !strings.Contains(stderr, "--log-level") {
 		t.Fatalf("bad log level: %q %d", stderr, code)
 	}

@@ -101,7 +101,7 @@ func TestFiveNodesJoinThroughOneSeed(t *testing.T) {
 		}
 	}
 
-	stdout, _, code := shoal(t, nil, "members", "--seed", nodes[3].rpc, "--json")
+	stdout, _, code := runShoal(t, nil, "members", "--seed", nodes[3].rpc, "--json")
 	var rows []map[string]any
 	if code != 0 || json.Unmarshal([]byte(stdout), &rows) != nil || len(rows) != 5 {
 		t.Fatalf("members --json: exit %d\n%s", code, stdout)
@@ -116,12 +116,12 @@ func TestFiveNodesJoinThroughOneSeed(t *testing.T) {
 			t.Fatalf("members --json row %v", r)
 		}
 	}
-	stdout, _, _ = shoal(t, nil, "members", "--seed", seed.rpc)
+	stdout, _, _ = runShoal(t, nil, "members", "--seed", seed.rpc)
 	if lines := strings.Split(strings.TrimSpace(stdout), "\n"); len(lines) != 6 || !strings.HasPrefix(lines[0], "NAME") ||
 		!strings.Contains(lines[1], "alive") || !strings.Contains(lines[1], seed.rpc) {
 		t.Fatalf("members table:\n%s", stdout)
 	}
-	stdout, _, _ = shoal(t, nil, "functions", "--seed", seed.rpc)
+	stdout, _, _ = runShoal(t, nil, "functions", "--seed", seed.rpc)
 	if !strings.Contains(stdout, "square") || !strings.Contains(stdout, "n0,n1,n2,n3,n4") {
 		t.Fatalf("functions table:\n%s", stdout)
 	}
@@ -251,7 +251,7 @@ func TestMetricsMoveWithCalls(t *testing.T) {
 	a := startGridNode(t, "a", "", "--slots", "3")
 	before := scrape(t, a.http)
 	for _, args := range [][]string{{"add", "1", "2"}, {"add", "3", "4"}, {"fail", `"no"`}} {
-		shoal(t, nil, append([]string{"call", "--direct", "--seed", a.rpc}, args...)...)
+		runShoal(t, nil, append([]string{"call", "--direct", "--seed", a.rpc}, args...)...)
 	}
 	after := scrape(t, a.http)
 	for key, delta := range map[string]float64{
@@ -305,7 +305,7 @@ func TestCallRoutesToLeastLoadedNode(t *testing.T) {
 	}
 	p.WaitForLine(`msg="call sent" function=square node=`+b.rpc, processTimeout)
 
-	_, stderr, code := shoal(t, nil, "call", "--seed", a.rpc, "nope")
+	_, stderr, code := runShoal(t, nil, "call", "--seed", a.rpc, "nope")
 	if code != 1 || !strings.Contains(stderr, `UnknownFunction: no live node offers "nope"`) {
 		t.Fatalf("unknown function: %q %d", stderr, code)
 	}
