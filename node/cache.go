@@ -2,8 +2,10 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"slices"
 	"sort"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vmihailenco/msgpack/v5"
@@ -21,6 +23,10 @@ type cacheWrite struct {
 
 // maxCacheBatch bounds how many results one SetMulti carries.
 const maxCacheBatch = 128
+
+// cacheWriters is how many goroutines write results to the cache: memcached
+// takes one set per round trip, so a few writers keep up with many callers.
+const cacheWriters = 4
 
 // newCache builds the node's result cache from its configuration.
 func (n *Node) newCache() error {
@@ -56,11 +62,26 @@ func (n *Node) resultComputed(fn rpc.FunctionInfo, args []any, result any) {
 	if !fn.Cacheable {
 		return
 	}
+	n.cacheBacklog.Add(1)
 	select {
 	case n.cacheWrites <- cacheWrite{fn: fn, args: args, result: result}:
 	default:
+		n.cacheBacklog.Add(-1)
 		n.cacheDropped.Add(1)
 	}
+}
+
+// FlushCache waits until the results queued for the cache so far have been
+// written (or given up on), or ctx ends.
+func (n *Node) FlushCache(ctx context.Context) error {
+	for n.cacheBacklog.Load() > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // writeCache stores queued results in batches until the queue is closed
@@ -82,7 +103,9 @@ func (n *Node) writeCache() {
 			}
 		}
 		batch = batch[:0]
+		taken := 0
 		for {
+			taken++
 			key, err := cache.Key(w.fn.Name, w.fn.Version, w.args...)
 			buf.Reset()
 			if err == nil {
@@ -106,6 +129,7 @@ func (n *Node) writeCache() {
 			}
 		}
 		n.cache.SetMulti(n.ctx, batch)
+		n.cacheBacklog.Add(-int64(taken))
 	}
 }
 
@@ -171,3 +195,6 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(cacheServerDesc, prometheus.GaugeValue, 1, s.Addr, s.Breaker)
 	}
 }
+
+// CacheStats returns the counters of the node's result cache.
+func (n *Node) CacheStats() cache.Stats { return n.cache.Stats() }

@@ -63,7 +63,7 @@ type Config struct {
 	Cache cache.Cache
 	// CacheQueue bounds the results waiting to be written to the cache;
 	// beyond it results are dropped and counted, never waited for.
-	// Default: 4096.
+	// Default: 65536.
 	CacheQueue int
 	// Timing sets how fast failures are detected. Default: LANTiming().
 	Timing Timing
@@ -193,7 +193,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.CacheSize = 64 << 20
 	}
 	if c.CacheQueue <= 0 {
-		c.CacheQueue = 4096
+		c.CacheQueue = 1 << 16
 	}
 	switch c.CacheRing {
 	case "", "static":

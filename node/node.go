@@ -93,6 +93,7 @@ type Node struct {
 	ownsCache    bool
 	cacheWrites  chan cacheWrite
 	cacheDropped atomic.Uint64
+	cacheBacklog atomic.Int64 // results queued or being written
 	cacheWriter  sync.WaitGroup
 	closeWrites  sync.Once
 
@@ -284,11 +285,13 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.goFunc(n.eventLoop)
 	n.goFunc(n.gossipLoad)
-	n.cacheWriter.Add(1)
-	n.goFunc(func() {
-		defer n.cacheWriter.Done()
-		n.writeCache()
-	})
+	for i := 0; i < cacheWriters; i++ {
+		n.cacheWriter.Add(1)
+		n.goFunc(func() {
+			defer n.cacheWriter.Done()
+			n.writeCache()
+		})
+	}
 
 	n.log.Info("node started", "name", n.cfg.Name, "gossip", n.GossipAddr(), "rpc", n.RPCAddr(),
 		"http", n.HTTPAddr(), "slots", n.exec.Slots(), "encrypted", len(n.cfg.GossipKey) > 0, "version", n.version)

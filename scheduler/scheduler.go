@@ -111,6 +111,7 @@ func Run(ctx context.Context, grid Grid, fn string, items []msgpack.RawMessage, 
 		delivered: make([]bool, len(items)),
 		attempts:  make([]int, len(items)),
 		lastNode:  make([]string, len(items)),
+		lookedUp:  make([]bool, len(items)),
 		inflight:  make(map[int]*chunk),
 		busy:      make(map[string]int),
 		breakers:  make(map[string]*nodeBreaker),
@@ -139,6 +140,7 @@ type job struct {
 	remaining int      // items without a result
 	attempts  []int    // tries per item
 	lastNode  []string // where each item last failed
+	lookedUp  []bool   // items already looked up in the cache
 	inflight  map[int]*chunk
 	busy      map[string]int // chunks in flight per node
 	breakers  map[string]*nodeBreaker
@@ -207,6 +209,9 @@ func (j *job) run(ctx context.Context) (Stats, error) {
 			}
 		}
 		j.dispatch(ctx)
+		if j.remaining == 0 {
+			break // the cache answered the rest
+		}
 		if j.opts.Hedge {
 			j.hedge(ctx)
 		}
@@ -286,12 +291,35 @@ func (j *job) dispatch(ctx context.Context) {
 		if !ok {
 			return
 		}
-		items := j.takeChunk()
-		items = j.lookupCache(ctx, items)
-		if len(items) == 0 {
-			continue
+		j.lookupAhead(ctx)
+		if len(j.pending) == 0 {
+			return
 		}
-		j.send(ctx, w, items, false)
+		j.send(ctx, w, j.takeChunk(), false)
+	}
+}
+
+// lookupWindow is how many items one cache lookup covers: at least a
+// chunk, and many chunks of fast items.
+const lookupWindow = 256
+
+// lookupAhead looks up, in one batch, the cache for the next items that
+// have not been looked up yet, delivers the hits and leaves the misses
+// queued in order. Retried items are not looked up again.
+func (j *job) lookupAhead(ctx context.Context) {
+	if j.opts.Cache == nil {
+		return
+	}
+	// Whole windows of hits leave unlooked items at the front: go on until
+	// the next item to send has been looked up.
+	for len(j.pending) > 0 && !j.lookedUp[j.pending[0]] {
+		n := 0
+		for n < len(j.pending) && n < lookupWindow && !j.lookedUp[j.pending[n]] {
+			j.lookedUp[j.pending[n]] = true
+			n++
+		}
+		misses := j.lookupCache(ctx, append([]int(nil), j.pending[:n]...))
+		j.pending = append(misses, j.pending[n:]...)
 	}
 }
 
