@@ -6,7 +6,6 @@ package testutil
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -19,10 +18,9 @@ import (
 )
 
 var build struct {
-	once sync.Once
+	mu   sync.Mutex
 	dir  string
-	path string
-	err  error
+	bins map[string]string // package to binary
 }
 
 // Main runs a package's tests and removes what the helpers left behind.
@@ -38,25 +36,35 @@ func Main(m *testing.M) int {
 // ShoalBinary builds ./cmd/shoal once per test process and returns its path.
 func ShoalBinary(t testing.TB) string {
 	t.Helper()
-	build.once.Do(func() {
-		build.dir, build.err = os.MkdirTemp("", "shoal-test-bin-")
-		if build.err != nil {
-			return
-		}
-		build.path = filepath.Join(build.dir, "shoal")
-		cmd := exec.Command("go", "build", "-race", "-o", build.path, "github.com/shoalgrid/shoal/cmd/shoal")
-		if !raceEnabled {
-			cmd = exec.Command("go", "build", "-o", build.path, "github.com/shoalgrid/shoal/cmd/shoal")
-		}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			build.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if build.err != nil {
-		t.Fatal(build.err)
+	return Build(t, "github.com/shoalgrid/shoal/cmd/shoal")
+}
+
+// Build builds the main package pkg once per test process (with the race
+// detector when the tests have it) and returns the binary's path.
+func Build(t testing.TB, pkg string) string {
+	t.Helper()
+	build.mu.Lock()
+	defer build.mu.Unlock()
+	if bin, ok := build.bins[pkg]; ok {
+		return bin
 	}
-	return build.path
+	if build.dir == "" {
+		dir, err := os.MkdirTemp("", "shoal-test-bin-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		build.dir, build.bins = dir, make(map[string]string)
+	}
+	bin := filepath.Join(build.dir, filepath.Base(pkg))
+	args := []string{"build", "-o", bin, pkg}
+	if raceEnabled {
+		args = []string{"build", "-race", "-o", bin, pkg}
+	}
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
+	}
+	build.bins[pkg] = bin
+	return bin
 }
 
 // Process is a command started by Start. Its stderr is read line by line so
