@@ -22,34 +22,13 @@ import (
 )
 
 // gridNode is a `shoal node` process and the addresses it logged.
-type gridNode struct {
-	*testutil.Process
-	name, gossip, rpc, http string
-}
+type gridNode = testutil.Node
 
 // startGridNode runs `shoal node` with free ports and fast gossip timing
-// unless args say otherwise, joined through join when it is not empty.
+// unless args say otherwise.
 func startGridNode(t *testing.T, name string, join string, args ...string) *gridNode {
 	t.Helper()
-	all := []string{"node", "--name", name, "--gossip", "127.0.0.1:0", "--rpc", "127.0.0.1:0", "--http", "127.0.0.1:0"}
-	if !containsFlag(args, "--gossip-timing") {
-		all = append(all, "--gossip-timing", "fast")
-	}
-	if join != "" {
-		all = append(all, "--join", join)
-	}
-	p := testutil.Start(t, nil, testutil.ShoalBinary(t), append(all, args...)...)
-	m := p.WaitForLine(`msg="node started" name=\S+ gossip=(\S+) rpc=(\S+) http=(\S+)`, processTimeout)
-	return &gridNode{Process: p, name: name, gossip: m[1], rpc: m[2], http: m[3]}
-}
-
-func containsFlag(args []string, flag string) bool {
-	for _, a := range args {
-		if a == flag {
-			return true
-		}
-	}
-	return false
+	return testutil.StartNode(t, name, join, args...)
 }
 
 // members asks a node for shoal.members.
@@ -79,8 +58,8 @@ func awaitState(t *testing.T, observers []*gridNode, name, state string, timeout
 	t.Helper()
 	start := time.Now()
 	for _, o := range observers {
-		testutil.WaitFor(t, timeout, fmt.Sprintf("%s to see %s %s", o.name, name, state), func() bool {
-			return members(t, o.rpc)[name].State == state
+		testutil.WaitFor(t, timeout, fmt.Sprintf("%s to see %s %s", o.Name, name, state), func() bool {
+			return members(t, o.RPC)[name].State == state
 		})
 	}
 	return time.Since(start)
@@ -90,18 +69,18 @@ func TestFiveNodesJoinThroughOneSeed(t *testing.T) {
 	seed := startGridNode(t, "n0", "")
 	nodes := []*gridNode{seed}
 	for i := 1; i < 5; i++ {
-		nodes = append(nodes, startGridNode(t, fmt.Sprintf("n%d", i), seed.gossip))
+		nodes = append(nodes, startGridNode(t, fmt.Sprintf("n%d", i), seed.Gossip))
 	}
 	for _, n := range nodes {
-		awaitState(t, nodes, n.name, node.StateAlive, 15*time.Second)
+		awaitState(t, nodes, n.Name, node.StateAlive, 15*time.Second)
 	}
 	for _, n := range nodes {
-		if got := len(members(t, n.rpc)); got != 5 {
-			t.Fatalf("%s knows %d members, want 5", n.name, got)
+		if got := len(members(t, n.RPC)); got != 5 {
+			t.Fatalf("%s knows %d members, want 5", n.Name, got)
 		}
 	}
 
-	stdout, _, code := runShoal(t, nil, "members", "--seed", nodes[3].rpc, "--json")
+	stdout, _, code := runShoal(t, nil, "members", "--seed", nodes[3].RPC, "--json")
 	var rows []map[string]any
 	if code != 0 || json.Unmarshal([]byte(stdout), &rows) != nil || len(rows) != 5 {
 		t.Fatalf("members --json: exit %d\n%s", code, stdout)
@@ -116,12 +95,12 @@ func TestFiveNodesJoinThroughOneSeed(t *testing.T) {
 			t.Fatalf("members --json row %v", r)
 		}
 	}
-	stdout, _, _ = runShoal(t, nil, "members", "--seed", seed.rpc)
+	stdout, _, _ = runShoal(t, nil, "members", "--seed", seed.RPC)
 	if lines := strings.Split(strings.TrimSpace(stdout), "\n"); len(lines) != 6 || !strings.HasPrefix(lines[0], "NAME") ||
-		!strings.Contains(lines[1], "alive") || !strings.Contains(lines[1], seed.rpc) {
+		!strings.Contains(lines[1], "alive") || !strings.Contains(lines[1], seed.RPC) {
 		t.Fatalf("members table:\n%s", stdout)
 	}
-	stdout, _, _ = runShoal(t, nil, "functions", "--seed", seed.rpc)
+	stdout, _, _ = runShoal(t, nil, "functions", "--seed", seed.RPC)
 	if !strings.Contains(stdout, "square") || !strings.Contains(stdout, "n0,n1,n2,n3,n4") {
 		t.Fatalf("functions table:\n%s", stdout)
 	}
@@ -131,8 +110,8 @@ func TestKilledNodeIsMarkedDead(t *testing.T) {
 	for _, timing := range []string{"fast", "lan"} {
 		t.Run(timing, func(t *testing.T) {
 			a := startGridNode(t, "a", "", "--gossip-timing", timing)
-			b := startGridNode(t, "b", a.gossip, "--gossip-timing", timing)
-			c := startGridNode(t, "c", a.gossip, "--gossip-timing", timing)
+			b := startGridNode(t, "b", a.Gossip, "--gossip-timing", timing)
+			c := startGridNode(t, "c", a.Gossip, "--gossip-timing", timing)
 			all := []*gridNode{a, b, c}
 			awaitState(t, all, "c", node.StateAlive, 15*time.Second)
 			awaitState(t, all, "b", node.StateAlive, 15*time.Second)
@@ -145,10 +124,10 @@ func TestKilledNodeIsMarkedDead(t *testing.T) {
 
 func TestGracefulLeave(t *testing.T) {
 	a := startGridNode(t, "a", "")
-	b := startGridNode(t, "b", a.gossip)
+	b := startGridNode(t, "b", a.Gossip)
 	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
 
-	c, err := rpc.Dial(context.Background(), b.rpc, rpc.ClientConfig{})
+	c, err := rpc.Dial(context.Background(), b.RPC, rpc.ClientConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,41 +155,41 @@ func TestGracefulLeave(t *testing.T) {
 
 func TestRestartWithSameNameRejoins(t *testing.T) {
 	a := startGridNode(t, "a", "")
-	b := startGridNode(t, "b", a.gossip)
+	b := startGridNode(t, "b", a.Gossip)
 	awaitState(t, []*gridNode{a}, "b", node.StateAlive, 15*time.Second)
 
 	// After a graceful leave the name is free at once.
 	b.Signal(syscall.SIGTERM)
 	b.Wait(processTimeout)
 	awaitState(t, []*gridNode{a}, "b", node.StateLeft, 15*time.Second)
-	b2 := startGridNode(t, "b", a.gossip)
+	b2 := startGridNode(t, "b", a.Gossip)
 	awaitState(t, []*gridNode{a}, "b", node.StateAlive, 15*time.Second)
-	if got := members(t, a.rpc)["b"].RPC; got != b2.rpc {
-		t.Fatalf("a has b at %s, want the new address %s", got, b2.rpc)
+	if got := members(t, a.RPC)["b"].RPC; got != b2.RPC {
+		t.Fatalf("a has b at %s, want the new address %s", got, b2.RPC)
 	}
 
 	// After a crash, once the dead member's name may be reclaimed.
 	b2.Signal(syscall.SIGKILL)
 	awaitState(t, []*gridNode{a}, "b", node.StateDead, 15*time.Second)
-	b3 := startGridNode(t, "b", a.gossip)
+	b3 := startGridNode(t, "b", a.Gossip)
 	testutil.WaitFor(t, 15*time.Second, "the restarted b to be alive at its new address", func() bool {
-		m := members(t, a.rpc)["b"]
-		return m.State == node.StateAlive && m.RPC == b3.rpc
+		m := members(t, a.RPC)["b"]
+		return m.State == node.StateAlive && m.RPC == b3.RPC
 	})
 }
 
 func TestWrongGossipKeyIsRefused(t *testing.T) {
 	a := startGridNode(t, "a", "", "--gossip-key", "MDEyMzQ1Njc4OWFiY2RlZg==")
-	intruder := startGridNode(t, "intruder", a.gossip, "--gossip-key", "ZmVkY2JhOTg3NjU0MzIxMA==", "--join-timeout", "2s")
+	intruder := startGridNode(t, "intruder", a.Gossip, "--gossip-key", "ZmVkY2JhOTg3NjU0MzIxMA==", "--join-timeout", "2s")
 	if code := intruder.Wait(processTimeout); code != 1 {
 		t.Fatalf("node with the wrong key exited %d, want 1", code)
 	}
 	intruder.WaitForLine(`could not join through .*same --gossip-key`, processTimeout)
-	if _, listed := members(t, a.rpc)["intruder"]; listed {
+	if _, listed := members(t, a.RPC)["intruder"]; listed {
 		t.Fatal("the grid lists the node with the wrong key")
 	}
 	// The right key joins.
-	b := startGridNode(t, "b", a.gossip, "--gossip-key", "MDEyMzQ1Njc4OWFiY2RlZg==")
+	b := startGridNode(t, "b", a.Gossip, "--gossip-key", "MDEyMzQ1Njc4OWFiY2RlZg==")
 	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
 }
 
@@ -249,11 +228,11 @@ func scrape(t *testing.T, httpAddr string) map[string]float64 {
 
 func TestMetricsMoveWithCalls(t *testing.T) {
 	a := startGridNode(t, "a", "", "--slots", "3")
-	before := scrape(t, a.http)
+	before := scrape(t, a.HTTP)
 	for _, args := range [][]string{{"add", "1", "2"}, {"add", "3", "4"}, {"fail", `"no"`}} {
-		runShoal(t, nil, append([]string{"call", "--direct", "--seed", a.rpc}, args...)...)
+		runShoal(t, nil, append([]string{"call", "--direct", "--seed", a.RPC}, args...)...)
 	}
-	after := scrape(t, a.http)
+	after := scrape(t, a.HTTP)
 	for key, delta := range map[string]float64{
 		"shoal_rpc_calls_total,method=add,outcome=ok":                       2,
 		"shoal_rpc_calls_total,method=fail,outcome=FunctionError":           1,
@@ -275,7 +254,7 @@ func TestMetricsMoveWithCalls(t *testing.T) {
 		}
 	}
 	for _, path := range []string{"/healthz", "/readyz", "/members"} {
-		resp, err := http.Get("http://" + a.http + path)
+		resp, err := http.Get("http://" + a.HTTP + path)
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("GET %s: %v %v", path, resp, err)
 		}
@@ -285,11 +264,11 @@ func TestMetricsMoveWithCalls(t *testing.T) {
 
 func TestCallRoutesToLeastLoadedNode(t *testing.T) {
 	a := startGridNode(t, "a", "", "--slots", "1")
-	b := startGridNode(t, "b", a.gossip, "--slots", "1")
+	b := startGridNode(t, "b", a.Gossip, "--slots", "1")
 	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
 
 	// Fill a's only slot, and wait until its load is gossiped.
-	c, err := rpc.Dial(context.Background(), a.rpc, rpc.ClientConfig{})
+	c, err := rpc.Dial(context.Background(), a.RPC, rpc.ClientConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,15 +276,15 @@ func TestCallRoutesToLeastLoadedNode(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c.Go(ctx, "sleep", nil, nil, 60_000)
-	testutil.WaitFor(t, 15*time.Second, "a's load to show", func() bool { return members(t, a.rpc)["a"].Running == 1 })
+	testutil.WaitFor(t, 15*time.Second, "a's load to show", func() bool { return members(t, a.RPC)["a"].Running == 1 })
 
-	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "call", "--seed", a.rpc, "--log-level", "debug", "square", "9")
+	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "call", "--seed", a.RPC, "--log-level", "debug", "square", "9")
 	if code := p.Wait(processTimeout); code != 0 || p.Stdout() != "81\n" {
 		t.Fatalf("routed call: exit %d, %q\n%s", code, p.Stdout(), p.Stderr())
 	}
-	p.WaitForLine(`msg="call sent" function=square node=`+b.rpc, processTimeout)
+	p.WaitForLine(`msg="call sent" function=square node=`+b.RPC, processTimeout)
 
-	_, stderr, code := runShoal(t, nil, "call", "--seed", a.rpc, "nope")
+	_, stderr, code := runShoal(t, nil, "call", "--seed", a.RPC, "nope")
 	if code != 1 || !strings.Contains(stderr, `UnknownFunction: no live node offers "nope"`) {
 		t.Fatalf("unknown function: %q %d", stderr, code)
 	}
@@ -339,7 +318,7 @@ func TestNodeWritesResultsToMemcached(t *testing.T) {
 	m1, m2 := testutil.StartMemcached(t), testutil.StartMemcached(t)
 	servers := []string{m1.Addr, m2.Addr}
 	a := startGridNode(t, "a", "", "--memcached", strings.Join(servers, ","))
-	c, err := rpc.Dial(context.Background(), a.rpc, rpc.ClientConfig{})
+	c, err := rpc.Dial(context.Background(), a.RPC, rpc.ClientConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +339,7 @@ func TestNodeWritesResultsToMemcached(t *testing.T) {
 			return ok && v == x*x
 		})
 	}
-	got := scrape(t, a.http)
+	got := scrape(t, a.HTTP)
 	if got["shoal_cache_stored_total"] < 20 || got["shoal_cache_server_breaker,server="+m1.Addr+",state=closed"] != 1 {
 		t.Fatalf("cache metrics: stored %v, breaker %v", got["shoal_cache_stored_total"], got["shoal_cache_server_breaker,server="+m1.Addr+",state=closed"])
 	}
@@ -372,14 +351,14 @@ func TestNodeWritesResultsToMemcached(t *testing.T) {
 		square(x)
 	}
 	testutil.WaitFor(t, 10*time.Second, "the dead server's breaker to open", func() bool {
-		return scrape(t, a.http)["shoal_cache_server_breaker,server="+m2.Addr+",state=open"] == 1
+		return scrape(t, a.HTTP)["shoal_cache_server_breaker,server="+m2.Addr+",state=open"] == 1
 	})
 }
 
 func TestGossipCacheRing(t *testing.T) {
 	m1, m2 := testutil.StartMemcached(t), testutil.StartMemcached(t)
 	a := startGridNode(t, "a", "", "--cache-addr", m1.Addr, "--cache-ring", "gossip")
-	b := startGridNode(t, "b", a.gossip, "--cache-addr", m2.Addr, "--cache-ring", "gossip")
+	b := startGridNode(t, "b", a.Gossip, "--cache-addr", m2.Addr, "--cache-ring", "gossip")
 	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
 	a.WaitForLine(`msg="cache ring follows the members" servers="\[`+regexp.QuoteMeta(min(m1.Addr, m2.Addr))+` `+regexp.QuoteMeta(max(m1.Addr, m2.Addr))+`\]"`, processTimeout)
 	b.WaitForLine(`msg="cache ring follows the members" servers="\[`+regexp.QuoteMeta(min(m1.Addr, m2.Addr))+` `+regexp.QuoteMeta(max(m1.Addr, m2.Addr))+`\]"`, processTimeout)
@@ -388,9 +367,9 @@ func TestGossipCacheRing(t *testing.T) {
 	// servers puts them.
 	both := []string{m1.Addr, m2.Addr}
 	for x := 1; x <= 30; x++ {
-		seed := a.rpc
+		seed := a.RPC
 		if x%2 == 0 {
-			seed = b.rpc
+			seed = b.RPC
 		}
 		c, err := rpc.Dial(context.Background(), seed, rpc.ClientConfig{})
 		if err != nil {

@@ -19,11 +19,11 @@ import (
 func threeNodes(t *testing.T, args ...string) []*gridNode {
 	t.Helper()
 	a := startGridNode(t, "a", "", args...)
-	b := startGridNode(t, "b", a.gossip, args...)
-	c := startGridNode(t, "c", a.gossip, args...)
+	b := startGridNode(t, "b", a.Gossip, args...)
+	c := startGridNode(t, "c", a.Gossip, args...)
 	all := []*gridNode{a, b, c}
 	for _, n := range all {
-		awaitState(t, all, n.name, node.StateAlive, 15*time.Second)
+		awaitState(t, all, n.Name, node.StateAlive, 15*time.Second)
 	}
 	return all
 }
@@ -44,7 +44,7 @@ func readSummary(t *testing.T, path string) summary {
 func TestSubmitHundredThousandItemsInOrder(t *testing.T) {
 	nodes := threeNodes(t)
 	sum := filepath.Join(t.TempDir(), "summary.json")
-	stdout, stderr, code := runShoal(t, nil, "submit", "--seed", nodes[0].rpc, "--range", "0:100000", "--summary-json", sum, "square")
+	stdout, stderr, code := runShoal(t, nil, "submit", "--seed", nodes[0].RPC, "--range", "0:100000", "--summary-json", sum, "square")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
@@ -76,10 +76,10 @@ func TestSubmitSurvivesKilledNode(t *testing.T) {
 	}
 	os.WriteFile(input, []byte(b.String()), 0o644)
 	sum := filepath.Join(t.TempDir(), "summary.json")
-	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].rpc, "--input", input,
+	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].RPC, "--input", input,
 		"--format", "records", "--summary-json", sum, "sleep")
 	testutil.WaitFor(t, 15*time.Second, "c to be working on the job", func() bool {
-		return scrape(t, nodes[2].http)["shoal_rpc_calls_total,method=shoal.map,outcome=ok"] > 3
+		return scrape(t, nodes[2].HTTP)["shoal_rpc_calls_total,method=shoal.map,outcome=ok"] > 3
 	})
 	nodes[2].Signal(syscall.SIGKILL)
 	if code := p.Wait(60 * time.Second); code != 0 {
@@ -110,7 +110,7 @@ func TestSubmitSurvivesKilledNode(t *testing.T) {
 
 func TestSubmitItemErrorsExitTwo(t *testing.T) {
 	nodes := threeNodes(t)
-	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].rpc, "--range", "88:96", "fib")
+	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].RPC, "--range", "88:96", "fib")
 	if code := p.Wait(processTimeout); code != 2 {
 		t.Fatalf("exit %d, want 2", code)
 	}
@@ -129,7 +129,7 @@ func TestSubmitItemErrorsExitTwo(t *testing.T) {
 func TestSubmitUnknownFunctionFailsFast(t *testing.T) {
 	nodes := threeNodes(t)
 	start := time.Now()
-	_, stderr, code := runShoal(t, nil, "submit", "--seed", nodes[1].rpc, "--range", "0:10", "nope")
+	_, stderr, code := runShoal(t, nil, "submit", "--seed", nodes[1].RPC, "--range", "0:10", "nope")
 	if code != 1 || !strings.Contains(stderr, `no live node offers "nope"`) || time.Since(start) > 10*time.Second {
 		t.Fatalf("exit %d after %v: %s", code, time.Since(start), stderr)
 	}
@@ -139,7 +139,7 @@ func TestSubmitUnknownFunctionFailsFast(t *testing.T) {
 	}
 	in := filepath.Join(t.TempDir(), "bad.jsonl")
 	os.WriteFile(in, []byte("1\n2\n{oops\n"), 0o644)
-	_, stderr, code = runShoal(t, nil, "submit", "--seed", nodes[0].rpc, "--input", in, "square")
+	_, stderr, code = runShoal(t, nil, "submit", "--seed", nodes[0].RPC, "--input", in, "square")
 	if code != 1 || !strings.Contains(stderr, "input line 3") {
 		t.Fatalf("bad input line: exit %d: %s", code, stderr)
 	}
@@ -147,17 +147,17 @@ func TestSubmitUnknownFunctionFailsFast(t *testing.T) {
 
 func TestSubmitInterruptStopsWorkOnNodes(t *testing.T) {
 	nodes := threeNodes(t)
-	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].rpc, "--range", "60000:60030", "sleep")
+	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].RPC, "--range", "60000:60030", "sleep")
 	testutil.WaitFor(t, 15*time.Second, "the job to be running", func() bool {
-		return scrape(t, nodes[0].http)["shoal_executor_running"] > 0
+		return scrape(t, nodes[0].HTTP)["shoal_executor_running"] > 0
 	})
 	p.Signal(syscall.SIGINT)
 	if code := p.Wait(10 * time.Second); code != 130 {
 		t.Fatalf("interrupted submit exited %d, want 130", code)
 	}
 	for _, n := range nodes {
-		testutil.WaitFor(t, 10*time.Second, n.name+" to stop the job's work", func() bool {
-			m := scrape(t, n.http)
+		testutil.WaitFor(t, 10*time.Second, n.Name+" to stop the job's work", func() bool {
+			m := scrape(t, n.HTTP)
 			return m["shoal_executor_running"] == 0 && m["shoal_executor_queued"] == 0
 		})
 	}
@@ -168,7 +168,7 @@ func TestSubmitSecondRunFromMemcached(t *testing.T) {
 	nodes := threeNodes(t, "--memcached", mc.Addr)
 	dir := t.TempDir()
 	first, second := filepath.Join(dir, "1.json"), filepath.Join(dir, "2.json")
-	out1, _, code := runShoal(t, nil, "submit", "--seed", nodes[0].rpc, "--range", "0:2000", "--summary-json", first, "square")
+	out1, _, code := runShoal(t, nil, "submit", "--seed", nodes[0].RPC, "--range", "0:2000", "--summary-json", first, "square")
 	if code != 0 || readSummary(t, first).Cached != 0 {
 		t.Fatalf("first run: exit %d, %+v", code, readSummary(t, first))
 	}
@@ -176,15 +176,15 @@ func TestSubmitSecondRunFromMemcached(t *testing.T) {
 	testutil.WaitFor(t, 10*time.Second, "the results to be stored", func() bool {
 		stored := 0.0
 		for _, n := range nodes {
-			stored += scrape(t, n.http)["shoal_cache_stored_total"]
+			stored += scrape(t, n.HTTP)["shoal_cache_stored_total"]
 		}
 		return stored >= 2000
 	})
-	out2, _, code := runShoal(t, nil, "submit", "--seed", nodes[1].rpc, "--range", "0:2000", "--summary-json", second, "square")
+	out2, _, code := runShoal(t, nil, "submit", "--seed", nodes[1].RPC, "--range", "0:2000", "--summary-json", second, "square")
 	if s := readSummary(t, second); code != 0 || s.Cached != 2000 || out2 != out1 {
 		t.Fatalf("second run: exit %d, %+v, same output %v", code, s, out2 == out1)
 	}
-	_, _, code = runShoal(t, nil, "submit", "--seed", nodes[1].rpc, "--range", "0:2000", "--no-cache", "--summary-json", second, "square")
+	_, _, code = runShoal(t, nil, "submit", "--seed", nodes[1].RPC, "--range", "0:2000", "--no-cache", "--summary-json", second, "square")
 	if s := readSummary(t, second); code != 0 || s.Cached != 0 {
 		t.Fatalf("--no-cache run: %+v", s)
 	}
@@ -200,10 +200,10 @@ func TestSubmitSurvivesMemcachedDying(t *testing.T) {
 		fmt.Fprintf(&b, "[\"text-%d\", 3000]\n", i) // cacheable CPU work, a few seconds in all
 	}
 	os.WriteFile(input, []byte(b.String()), 0o644)
-	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].rpc, "--input", input,
+	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].RPC, "--input", input,
 		"--chunk", "10", "--summary-json", sum, "sha256")
 	testutil.WaitFor(t, 15*time.Second, "results to reach memcached", func() bool {
-		return scrape(t, nodes[0].http)["shoal_cache_stored_total"] > 0
+		return scrape(t, nodes[0].HTTP)["shoal_cache_stored_total"] > 0
 	})
 	mc.Stop()
 	if code := p.Wait(60 * time.Second); code != 0 {
@@ -215,7 +215,7 @@ func TestSubmitSurvivesMemcachedDying(t *testing.T) {
 	// memcached died while the job ran: the nodes saw it fail.
 	failures := 0.0
 	for _, n := range nodes {
-		failures += scrape(t, n.http)["shoal_cache_errors_total"]
+		failures += scrape(t, n.HTTP)["shoal_cache_errors_total"]
 	}
 	if failures == 0 {
 		t.Fatal("no node saw memcached fail; it died after the job")
