@@ -269,6 +269,13 @@ func (n *Node) start(ctx context.Context) error {
 	// rewrites its own node's fields later.
 	ln := n.ml.LocalNode()
 	n.gossipAddr = net.JoinHostPort(ln.Addr.String(), strconv.Itoa(int(ln.Port)))
+	// The node lists itself from the start, not only once the event loop
+	// has seen its own join: a client dialling right after Start must find
+	// this node's functions.
+	self := toMember(ln)
+	n.mu.Lock()
+	n.view[self.Name] = &viewMember{Member: self, since: time.Now()}
+	n.mu.Unlock()
 
 	n.goFunc(func() {
 		if err := n.srv.Serve(n.rpcListener); err != nil && !errors.Is(err, rpc.ErrServerClosed) {

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -407,4 +408,21 @@ func TestMapChunk(t *testing.T) {
 		running, queued := n.Executor().Load()
 		return running == 0 && queued == 0
 	})
+}
+
+// A client dialling right after Start must find the node and its functions
+// (found by a flaky client test: the node listed itself only once its event
+// loop had seen its own join).
+func TestNodeListsItselfAtOnce(t *testing.T) {
+	for i := 0; i < 5; i++ {
+		n := startNode(t, fmt.Sprintf("self%d", i), nil, nil)
+		if m := n.Members(); len(m) != 1 || m[0].Name != n.Name() || m[0].RPC != n.RPCAddr() {
+			t.Fatalf("members right after Start: %+v", m)
+		}
+		fns := n.Functions(context.Background())
+		if len(fns) != 1 || fns[0].Name != "square" {
+			t.Fatalf("functions right after Start: %+v", fns)
+		}
+		n.Close()
+	}
 }

@@ -9,9 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -59,10 +57,7 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 	if err != nil {
 		return err
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible(ctx)
 	defer stop()
 	// The grid's own chatter would drown the demo's output.
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -105,10 +103,7 @@ func runSubmit(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, g
 	if err != nil {
 		return err
 	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interruptible(ctx)
 	defer stop()
 	c, err := shoal.Dial(ctx, shoal.Config{Seeds: o.seeds, Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger})
 	if err != nil {
