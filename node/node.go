@@ -641,7 +641,10 @@ func (n *Node) functionsOf(ctx context.Context, m Member) ([]rpc.FunctionInfo, e
 		n.mu.Lock()
 		delete(n.fetching, m.Digest)
 		if err == nil {
-			n.described[m.Digest] = fns
+			// File the list under its own digest: the member may have
+			// registered a function since it gossiped the one asked for,
+			// and other members still share that one.
+			n.described[functionDigest(fns)] = fns
 		}
 		n.mu.Unlock()
 		close(wait)

@@ -426,3 +426,30 @@ func TestNodeListsItselfAtOnce(t *testing.T) {
 		n.Close()
 	}
 }
+
+// A function list fetched for a digest a member has since left behind is
+// filed under the list's own digest, so members still sharing the old one
+// do not seem to offer the new function (found by a flaky grid test: a node
+// registering a function while being described made its peers "offer" it).
+func TestDescribeIsFiledUnderItsOwnDigest(t *testing.T) {
+	a := startNode(t, "a", nil, nil)
+	b := startNode(t, "b", []string{a.GossipAddr()}, nil)
+	old := functionDigest(b.srv.Functions())
+	if err := b.Register("cube", func(x int) int { return x * x * x }); err != nil {
+		t.Fatal(err)
+	}
+	fns, err := a.functionsOf(context.Background(), Member{Name: "b", RPC: b.RPCAddr(), Digest: old})
+	if err != nil || len(fns) != 2 {
+		t.Fatalf("fetched %v, %v", fns, err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, f := range a.described[old] {
+		if f.Name == "cube" {
+			t.Fatal("the new function was filed under the old digest")
+		}
+	}
+	if len(a.described[functionDigest(fns)]) != 2 {
+		t.Fatal("the new list was not filed under its own digest")
+	}
+}
