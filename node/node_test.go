@@ -435,9 +435,19 @@ func TestDescribeIsFiledUnderItsOwnDigest(t *testing.T) {
 	a := startNode(t, "a", nil, nil)
 	b := startNode(t, "b", []string{a.GossipAddr()}, nil)
 	old := functionDigest(b.srv.Functions())
+	testutil.WaitFor(t, 10*time.Second, "a to have fetched b's list", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		_, ok := a.described[old]
+		return ok && len(a.fetching) == 0
+	})
 	if err := b.Register("cube", func(x int) int { return x * x * x }); err != nil {
 		t.Fatal(err)
 	}
+	// As if a had not fetched the old list yet when b changed.
+	a.mu.Lock()
+	delete(a.described, old)
+	a.mu.Unlock()
 	fns, err := a.functionsOf(context.Background(), Member{Name: "b", RPC: b.RPCAddr(), Digest: old})
 	if err != nil || len(fns) != 2 {
 		t.Fatalf("fetched %v, %v", fns, err)
