@@ -12,7 +12,7 @@ var decoderPool = sync.Pool{New: func() any { return newDecoder() }}
 // Invoke calls the user function name in this process with params, the
 // msgpack encoding of its argument array, exactly as a request would: the
 // same BadArguments, FunctionError and panic handling, and
-// ServerConfig.Completed is told of a success. It does not ask
+// ServerConfig.Completed is told of a cacheable success. It does not ask
 // ServerConfig.Admit; the caller owns that. It is how batched methods (a
 // node's shoal.map) run many items inside one call.
 func (s *Server) Invoke(ctx context.Context, name string, params []byte) (any, error) {
@@ -28,14 +28,21 @@ func (s *Server) Invoke(ctx context.Context, name string, params []byte) (any, e
 	if callErr != nil {
 		return nil, callErr
 	}
-	if s.cfg.Completed != nil {
-		values := make([]any, len(args))
-		for i, a := range args {
-			values[i] = a.Interface()
-		}
-		s.cfg.Completed(f.info, values, result)
-	}
+	s.completed(f, args, result)
 	return result, nil
+}
+
+// completed reports a successful call of a cacheable user function to
+// ServerConfig.Completed; other calls cost nothing here.
+func (s *Server) completed(f *function, args []reflect.Value, result any) {
+	if s.cfg.Completed == nil || f.system || !f.info.Cacheable {
+		return
+	}
+	values := make([]any, len(args))
+	for i, a := range args {
+		values[i] = a.Interface()
+	}
+	s.cfg.Completed(f.info, values, result)
 }
 
 // Lookup returns the description of the user function name.

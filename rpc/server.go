@@ -51,9 +51,9 @@ type ServerConfig struct {
 	// Kind of its error ("" for success) and how long it took. It must not
 	// block. Default: none.
 	Observe func(method string, outcome Kind, elapsed time.Duration)
-	// Completed, when set, is given every successful call to a user
-	// function, after its reply has been sent: the function, its decoded
-	// arguments and its result (to cache it, say). The values are the
+	// Completed, when set, is given every successful call to a cacheable
+	// user function, after its reply has been sent: the function, its
+	// decoded arguments and its result, to cache. The values are the
 	// callee's to keep. It must not block. Default: none.
 	Completed func(fn FunctionInfo, args []any, result any)
 }
@@ -536,12 +536,8 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 		} else if callErr != nil {
 			c.s.log.Info("rpc: notification failed", "remote", c.remote, "method", f.info.Name, "err", callErr)
 		}
-		if callErr == nil && !f.system && c.s.cfg.Completed != nil {
-			values := make([]any, len(args))
-			for i, a := range args {
-				values[i] = a.Interface()
-			}
-			c.s.cfg.Completed(f.info, values, result)
+		if callErr == nil {
+			c.s.completed(f, args, result)
 		}
 		c.mu.Lock()
 		c.running--
