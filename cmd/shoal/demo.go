@@ -16,6 +16,7 @@ import (
 
 	"github.com/shoalgrid/shoal"
 	"github.com/shoalgrid/shoal/cache"
+	"github.com/shoalgrid/shoal/internal/builtins"
 	"github.com/shoalgrid/shoal/node"
 )
 
@@ -99,7 +100,7 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 		if err != nil {
 			return err
 		}
-		if err := registerBuiltins(n); err != nil {
+		if err := builtins.Register(n); err != nil {
 			return err
 		}
 		if err := n.Start(ctx); err != nil {

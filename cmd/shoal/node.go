@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoalgrid/shoal/internal/builtins"
 	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
 )
@@ -110,7 +111,7 @@ Built-in functions:
 func builtinList() string {
 	srv := rpc.NewServer(rpc.ServerConfig{})
 	defer srv.Close()
-	if err := registerBuiltins(srv); err != nil {
+	if err := builtins.Register(srv); err != nil {
 		panic(err) // the built-ins are fixed at compile time
 	}
 	var b strings.Builder
@@ -185,7 +186,7 @@ func runNode(ctx context.Context, g *globalOptions, o *nodeOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := registerBuiltins(n); err != nil {
+	if err := builtins.Register(n); err != nil {
 		return err
 	}
 

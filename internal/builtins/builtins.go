@@ -1,4 +1,8 @@
-package main
+// Package builtins holds the functions every `shoal node` serves, so a grid
+// can be tried and measured before it runs any code of its own. The shoal
+// command registers them on its nodes, and the bench package on the nodes it
+// runs in its own process.
+package builtins
 
 import (
 	"context"
@@ -12,17 +16,16 @@ import (
 	"github.com/shoalgrid/shoal/rpc"
 )
 
-// builtinFunction is one of the functions every shoal node serves.
-type builtinFunction struct {
+// function is one built-in and the options it is registered with.
+type function struct {
 	name string
 	fn   any
 	opts []rpc.FuncOption
 }
 
-// builtinFunctions are served by every `shoal node`, so a grid can be tried
-// and measured before it runs any code of its own. All but sleep and fail
-// are pure and so cacheable.
-var builtinFunctions = []builtinFunction{
+// functions are the built-ins. All but sleep and fail are pure and so
+// cacheable.
+var functions = []function{
 	{"add", add, []rpc.FuncOption{rpc.WithArgNames("a", "b"), rpc.Cacheable(), rpc.WithVersion("1"),
 		rpc.WithDoc("returns a + b")}},
 	{"square", square, []rpc.FuncOption{rpc.WithArgNames("x"), rpc.Cacheable(), rpc.WithVersion("1"),
@@ -31,7 +34,7 @@ var builtinFunctions = []builtinFunction{
 		rpc.WithDoc("returns its argument unchanged")}},
 	{"sleep", sleep, []rpc.FuncOption{rpc.WithArgNames("ms"), rpc.WithVersion("1"),
 		rpc.WithDoc("waits ms milliseconds, or until canceled, and returns ms")}},
-	{"sha256", sha256Rounds, []rpc.FuncOption{rpc.WithArgNames("text", "rounds"), rpc.Cacheable(), rpc.WithVersion("1"),
+	{"sha256", SHA256Rounds, []rpc.FuncOption{rpc.WithArgNames("text", "rounds"), rpc.Cacheable(), rpc.WithVersion("1"),
 		rpc.WithDoc("hex SHA-256 of text hashed rounds times (CPU work)")}},
 	{"fib", fib, []rpc.FuncOption{rpc.WithArgNames("n"), rpc.Cacheable(), rpc.WithVersion("1"),
 		rpc.WithDoc("the n-th Fibonacci number, fib(0) = 0, for 0 <= n <= 92")}},
@@ -41,14 +44,15 @@ var builtinFunctions = []builtinFunction{
 		rpc.WithDoc("always fails with a FunctionError carrying message")}},
 }
 
-// registrar is what functions can be registered on: an rpc.Server or a
+// Registrar is what functions can be registered on: an rpc.Server or a
 // node.Node.
-type registrar interface {
+type Registrar interface {
 	Register(name string, fn any, opts ...rpc.FuncOption) error
 }
 
-func registerBuiltins(r registrar) error {
-	for _, b := range builtinFunctions {
+// Register registers every built-in on r.
+func Register(r Registrar) error {
+	for _, b := range functions {
 		if err := r.Register(b.name, b.fn, b.opts...); err != nil {
 			return err
 		}
@@ -76,9 +80,10 @@ func sleep(ctx context.Context, ms int) (int, error) {
 	}
 }
 
-// sha256Rounds hashes text, then the digest, rounds times in all. It checks
-// for cancellation every few thousand rounds so a long job can be stopped.
-func sha256Rounds(ctx context.Context, text string, rounds int) (string, error) {
+// SHA256Rounds is the sha256 built-in: it hashes text, then the digest,
+// rounds times in all, and returns the last digest in hex. It checks for
+// cancellation every few thousand rounds so a long job can be stopped.
+func SHA256Rounds(ctx context.Context, text string, rounds int) (string, error) {
 	if rounds < 1 {
 		return "", rpc.Errorf(rpc.KindBadArguments, "sha256: rounds must be at least 1, got %d", rounds)
 	}
