@@ -6,9 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"os"
-	"os/exec"
 	"strconv"
 	"time"
 
@@ -17,6 +14,7 @@ import (
 	"github.com/shoalgrid/shoal"
 	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/internal/builtins"
+	"github.com/shoalgrid/shoal/internal/local"
 	"github.com/shoalgrid/shoal/node"
 )
 
@@ -68,10 +66,10 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 
 	var sharedCache cache.Cache
 	var memcachedAddr string
-	if mc, err := startMemcached(); err == nil {
-		defer mc.stop()
-		memcachedAddr = mc.addr
-		fmt.Fprintf(out, "cache: memcached on %s\n", mc.addr)
+	if mc, err := local.StartMemcached(ctx, 256); err == nil {
+		defer mc.Stop()
+		memcachedAddr = mc.Addr
+		fmt.Fprintf(out, "cache: memcached on %s\n", mc.Addr)
 	} else {
 		sharedCache = cache.NewMemory(256<<20, 0)
 		defer sharedCache.Close()
@@ -176,46 +174,4 @@ func waitForMembers(ctx context.Context, c *shoal.Client, want int) error {
 		}
 	}
 	return fmt.Errorf("the %d nodes did not all join within 10s", want)
-}
-
-// demoMemcached is a memcached the demo started.
-type demoMemcached struct {
-	addr string
-	cmd  *exec.Cmd
-}
-
-// startMemcached starts memcached on a free port if it is on the PATH.
-func startMemcached() (*demoMemcached, error) {
-	bin, err := exec.LookPath("memcached")
-	if err != nil {
-		return nil, errors.New("memcached is not on the PATH")
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	args := []string{"-l", "127.0.0.1", "-p", strconv.Itoa(port), "-U", "0", "-m", "256"}
-	if os.Geteuid() == 0 {
-		args = append(args, "-u", "root")
-	}
-	cmd := exec.Command(bin, args...)
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	m := &demoMemcached{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), cmd: cmd}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", m.addr, 100*time.Millisecond); err == nil {
-			c.Close()
-			return m, nil
-		}
-	}
-	m.stop()
-	return nil, fmt.Errorf("memcached did not start on %s", m.addr)
-}
-
-func (m *demoMemcached) stop() {
-	m.cmd.Process.Kill()
-	m.cmd.Wait()
 }
