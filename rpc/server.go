@@ -91,7 +91,9 @@ type Server struct {
 	reg  registry
 	ctx  context.Context // parent of every call's context; ends on Close
 	stop context.CancelFunc
-	wg   sync.WaitGroup // accept loops, connections and calls
+	wg   sync.WaitGroup // accept loops, connections and call workers
+	// work hands a call to an idle worker goroutine; see runCall.
+	work chan func()
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -111,6 +113,7 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg:       cfg,
 		log:       cfg.Logger,
 		ctx:       ctx,
+		work:      make(chan func()),
 		stop:      stop,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*serverConn]struct{}),
@@ -521,12 +524,10 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 	if wantReply {
 		c.calls[id] = rc
 	}
-	c.s.wg.Add(1)
 	c.mu.Unlock()
 	c.s.calls.Add(1)
 
-	go func() {
-		defer c.s.wg.Done()
+	c.s.runCall(func() {
 		start := time.Now()
 		result, callErr := c.run(ctx, f, args)
 		cancel()
@@ -548,7 +549,7 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 			close(c.drained)
 		}
 		c.mu.Unlock()
-	}()
+	})
 	return nil
 }
 
