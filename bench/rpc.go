@@ -1,6 +1,3 @@
-// Package bench holds Shoal's benchmark scenarios: each one measures Shoal
-// side by side with a reference in the same run, so a noisy machine slows
-// both alike. `go test -bench . ./bench` runs them.
 package bench
 
 import (
@@ -11,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	netrpc "net/rpc"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/shoalgrid/shoal/rpc"
 )
@@ -143,6 +142,159 @@ func StartRawEcho() (*RPCTarget, error) {
 		return err
 	}
 	return t, nil
+}
+
+// RPCConfig sizes the rpc scenario.
+type RPCConfig struct {
+	// Duration is how long each system is measured at each caller count,
+	// split over Turns. Default 3s.
+	Duration time.Duration `json:"duration_ns"`
+	// Turns is how many times the systems take turns. Default 3.
+	Turns int `json:"turns"`
+	// Callers are the numbers of concurrent callers to measure, all of them
+	// sharing one connection per system. Default 1 and 64.
+	Callers []int `json:"callers"`
+	// Payload is the bytes each call carries each way. Default 64.
+	Payload int `json:"payload_bytes"`
+}
+
+// RPCReport is the rpc scenario's figures.
+type RPCReport struct {
+	Results []RPCResult `json:"results"`
+	// SequentialVsEcho is how many times longer a Shoal call takes than a
+	// raw TCP echo round trip, one caller at a time.
+	SequentialVsEcho float64 `json:"sequential_vs_echo"`
+	// ConcurrentVsNetRPC is Shoal's calls per second over net/rpc's, with
+	// ConcurrentCallers callers (the most measured).
+	ConcurrentVsNetRPC float64 `json:"concurrent_vs_net_rpc"`
+	ConcurrentCallers  int     `json:"concurrent_callers"`
+}
+
+// RPCResult is one system at one number of callers.
+type RPCResult struct {
+	System         string  `json:"system"`
+	Callers        int     `json:"callers"`
+	Calls          int     `json:"calls"`
+	Seconds        float64 `json:"seconds"`
+	CallsPerSecond float64 `json:"calls_per_second"`
+	Latency        Latency `json:"latency"`
+	// ShoalRatio is Shoal's calls per second over this system's, with as
+	// many callers.
+	ShoalRatio float64 `json:"shoal_ratio"`
+}
+
+// Result returns the figures of system at callers, or nil.
+func (r *RPCReport) Result(system string, callers int) *RPCResult {
+	for i := range r.Results {
+		if r.Results[i].System == system && r.Results[i].Callers == callers {
+			return &r.Results[i]
+		}
+	}
+	return nil
+}
+
+// RunRPC measures Shoal, net/rpc and the raw TCP echo at each number of
+// callers, taking turns round by round.
+// Zero fields of cfg take their defaults; progress, if not nil, gets a
+// line per round.
+func RunRPC(ctx context.Context, cfg RPCConfig, progress io.Writer) (*RPCReport, error) {
+	cfg = Config{RPC: cfg}.withDefaults(DefaultConfig()).RPC
+	p := progressLog{progress}
+	targets, err := StartRPCTargets()
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, t := range targets {
+			t.Close()
+		}
+	}()
+	payload := make([]byte, cfg.Payload)
+	for i := range payload {
+		payload[i] = 'x'
+	}
+	each := cfg.Duration / time.Duration(cfg.Turns)
+	report := &RPCReport{}
+	for _, callers := range cfg.Callers {
+		samples := make([][]time.Duration, len(targets))
+		elapsed := make([]time.Duration, len(targets))
+		// A short unmeasured turn first, so connections and buffers are
+		// warm for every system alike.
+		for _, t := range targets {
+			if _, _, err := measureCalls(ctx, callers, min(each/4, 100*time.Millisecond), func() error { return t.Call(payload) }); err != nil {
+				return nil, fmt.Errorf("bench: rpc: %s: %w", t.Name, err)
+			}
+		}
+		for turn := 1; turn <= cfg.Turns; turn++ {
+			p.printf("rpc: %d caller%s, turn %d of %d", callers, plural(callers), turn, cfg.Turns)
+			for i, t := range targets {
+				lat, took, err := measureCalls(ctx, callers, each, func() error { return t.Call(payload) })
+				if err != nil {
+					return nil, fmt.Errorf("bench: rpc: %s: %w", t.Name, err)
+				}
+				samples[i] = append(samples[i], lat...)
+				elapsed[i] += took
+			}
+		}
+		first := len(report.Results)
+		for i, t := range targets {
+			report.Results = append(report.Results, RPCResult{
+				System:         t.Name,
+				Callers:        callers,
+				Calls:          len(samples[i]),
+				Seconds:        elapsed[i].Seconds(),
+				CallsPerSecond: PerSecond(len(samples[i]), elapsed[i]),
+				Latency:        Summarize(samples[i]),
+			})
+		}
+		shoal := report.Results[first].CallsPerSecond
+		for i := first; i < len(report.Results); i++ {
+			report.Results[i].ShoalRatio = Ratio(shoal, report.Results[i].CallsPerSecond)
+		}
+	}
+	if s, e := report.Result("shoal", 1), report.Result("tcp-echo", 1); s != nil && e != nil {
+		report.SequentialVsEcho = Ratio(e.CallsPerSecond, s.CallsPerSecond)
+	}
+	if most := slices.Max(cfg.Callers); most > 1 {
+		if s, n := report.Result("shoal", most), report.Result("net/rpc", most); s != nil && n != nil {
+			report.ConcurrentVsNetRPC, report.ConcurrentCallers = Ratio(s.CallsPerSecond, n.CallsPerSecond), most
+		}
+	}
+	return report, nil
+}
+
+// measureCalls has callers goroutines call call until d has passed, and
+// returns every call's latency and the time they all took. It stops early
+// at the first failed call, or when ctx ends.
+func measureCalls(ctx context.Context, callers int, d time.Duration, call func() error) ([]time.Duration, time.Duration, error) {
+	per := make([][]time.Duration, callers)
+	errs := make([]error, callers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(d)
+	for i := range callers {
+		wg.Go(func() {
+			lat := make([]time.Duration, 0, 1024)
+			for {
+				t0 := time.Now()
+				if !t0.Before(deadline) || ctx.Err() != nil {
+					break
+				}
+				if err := call(); err != nil {
+					errs[i] = err
+					break
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			per[i] = lat
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if err := errors.Join(append(errs, ctx.Err())...); err != nil {
+		return nil, 0, err
+	}
+	return slices.Concat(per...), took, nil
 }
 
 // StartRPCTargets starts Shoal, net/rpc and the raw TCP echo.

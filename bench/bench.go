@@ -1,0 +1,309 @@
+// Package bench holds Shoal's benchmark scenarios, which `shoal bench`
+// runs and `go test -bench . ./bench` can run too. Each scenario measures
+// the systems it compares side by side in one run, taking turns round by
+// round, so a noisy machine slows them alike instead of faking a result:
+//
+//   - rpc: a Shoal call against Go's net/rpc and a raw TCP echo round trip,
+//     one caller and many;
+//   - map: trivial map jobs over grids of 1, 2 and 3 `shoal node`
+//     processes, and CPU-bound ones over 1 and 2;
+//   - cache: the same job cold and warm, with memcached and with the
+//     in-memory cache.
+//
+// Run returns a Report: every figure, the machine and the targets Shoal
+// aims for. WriteTable prints it for people, encoding/json for machines,
+// and WritePlot draws it.
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+)
+
+// The scenarios, in the order Run runs them.
+const (
+	ScenarioRPC   = "rpc"
+	ScenarioMap   = "map"
+	ScenarioCache = "cache"
+)
+
+// Scenarios lists every scenario.
+var Scenarios = []string{ScenarioRPC, ScenarioMap, ScenarioCache}
+
+// Config sizes a run. A zero field takes its value from DefaultConfig.
+type Config struct {
+	RPC   RPCConfig   `json:"rpc"`
+	Map   MapConfig   `json:"map"`
+	Cache CacheConfig `json:"cache"`
+	// Version is the Shoal version recorded in the report.
+	Version string `json:"-"`
+	// Progress receives a line as each step starts; nil discards them.
+	Progress io.Writer `json:"-"`
+}
+
+// DefaultConfig is a full run: a couple of minutes on a 2-core machine.
+func DefaultConfig() Config {
+	return Config{
+		RPC: RPCConfig{Duration: 3 * time.Second, Turns: 3, Callers: []int{1, 64}, Payload: 64},
+		Map: MapConfig{Nodes: []int{1, 2, 3}, Items: 100_000, Jobs: 5, OneItemJobs: 200,
+			CPUNodes: []int{1, 2}, CPUItems: 400, CPURounds: 20_000},
+		Cache: CacheConfig{Nodes: 3, Memcached: 3, Items: 100_000, Rounds: 500, Jobs: 5},
+	}
+}
+
+// QuickConfig is a run of well under a minute, for a first look.
+func QuickConfig() Config {
+	return Config{
+		RPC: RPCConfig{Duration: 600 * time.Millisecond, Turns: 3, Callers: []int{1, 64}, Payload: 64},
+		Map: MapConfig{Nodes: []int{1, 2, 3}, Items: 20_000, Jobs: 3, OneItemJobs: 50,
+			CPUNodes: []int{1, 2}, CPUItems: 100, CPURounds: 20_000},
+		Cache: CacheConfig{Nodes: 3, Memcached: 3, Items: 20_000, Rounds: 500, Jobs: 3},
+	}
+}
+
+// withDefaults fills every zero field of c from d.
+func (c Config) withDefaults(d Config) Config {
+	fill(&c.RPC.Duration, d.RPC.Duration)
+	fill(&c.RPC.Turns, d.RPC.Turns)
+	fill(&c.RPC.Payload, d.RPC.Payload)
+	if len(c.RPC.Callers) == 0 {
+		c.RPC.Callers = d.RPC.Callers
+	}
+	if len(c.Map.Nodes) == 0 {
+		c.Map.Nodes = d.Map.Nodes
+	}
+	if len(c.Map.CPUNodes) == 0 {
+		c.Map.CPUNodes = d.Map.CPUNodes
+	}
+	fill(&c.Map.Items, d.Map.Items)
+	fill(&c.Map.Jobs, d.Map.Jobs)
+	fill(&c.Map.OneItemJobs, d.Map.OneItemJobs)
+	fill(&c.Map.CPUItems, d.Map.CPUItems)
+	fill(&c.Map.CPURounds, d.Map.CPURounds)
+	fill(&c.Cache.Nodes, d.Cache.Nodes)
+	fill(&c.Cache.Memcached, d.Cache.Memcached)
+	fill(&c.Cache.Items, d.Cache.Items)
+	fill(&c.Cache.Rounds, d.Cache.Rounds)
+	fill(&c.Cache.Jobs, d.Cache.Jobs)
+	return c
+}
+
+func fill[T int | time.Duration](field *T, def T) {
+	if *field == 0 {
+		*field = def
+	}
+}
+
+// Validate reports the first size that cannot work, naming it as the
+// flags of `shoal bench` do.
+func (c Config) Validate() error {
+	positive := []struct {
+		name string
+		v    int
+	}{
+		{"turns", c.RPC.Turns}, {"payload", c.RPC.Payload},
+		{"items", c.Map.Items}, {"jobs", c.Map.Jobs}, {"one-item-jobs", c.Map.OneItemJobs},
+		{"cpu-items", c.Map.CPUItems}, {"cpu-rounds", c.Map.CPURounds},
+		{"cache-nodes", c.Cache.Nodes}, {"memcached-servers", c.Cache.Memcached},
+		{"cache-items", c.Cache.Items}, {"cache-rounds", c.Cache.Rounds}, {"cache-jobs", c.Cache.Jobs},
+	}
+	for _, p := range positive {
+		if p.v < 1 {
+			return fmt.Errorf("bench: %s must be at least 1, got %d", p.name, p.v)
+		}
+	}
+	if c.RPC.Duration < time.Millisecond*time.Duration(c.RPC.Turns) {
+		return fmt.Errorf("bench: duration %v is too short for %d turns", c.RPC.Duration, c.RPC.Turns)
+	}
+	for _, list := range []struct {
+		name string
+		v    []int
+	}{{"callers", c.RPC.Callers}, {"nodes", c.Map.Nodes}, {"cpu-nodes", c.Map.CPUNodes}} {
+		for _, n := range list.v {
+			if n < 1 {
+				return fmt.Errorf("bench: %s must each be at least 1, got %v", list.name, list.v)
+			}
+		}
+		if len(list.v) != len(slices.Compact(slicesSorted(list.v))) {
+			return fmt.Errorf("bench: %s repeat a value: %v", list.name, list.v)
+		}
+	}
+	return nil
+}
+
+// Report is every figure of a run.
+type Report struct {
+	Shoal    string       `json:"shoal_version"`
+	Machine  Machine      `json:"machine"`
+	Started  time.Time    `json:"started"`
+	Seconds  float64      `json:"seconds"`
+	Config   Config       `json:"config"`
+	RPC      *RPCReport   `json:"rpc,omitempty"`
+	Map      *MapReport   `json:"map,omitempty"`
+	Cache    *CacheReport `json:"cache,omitempty"`
+	Targets  []Target     `json:"targets"`
+	Warnings []string     `json:"warnings,omitempty"`
+}
+
+// Run runs the named scenarios (all of them when none are named) and
+// reports every figure. The map scenario needs cfg.Map.Binary.
+func Run(ctx context.Context, cfg Config, scenarios ...string) (*Report, error) {
+	if len(scenarios) == 0 {
+		scenarios = Scenarios
+	}
+	want := make(map[string]bool)
+	for _, s := range scenarios {
+		if !slices.Contains(Scenarios, s) {
+			return nil, fmt.Errorf("bench: unknown scenario %q: want one of %s", s, strings.Join(Scenarios, ", "))
+		}
+		want[s] = true
+	}
+	cfg = cfg.withDefaults(DefaultConfig())
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if want[ScenarioMap] && cfg.Map.Binary == "" {
+		return nil, errors.New("bench: the map scenario needs the shoal binary to start nodes from")
+	}
+	r := &Report{Shoal: cfg.Version, Machine: DescribeMachine(), Started: time.Now(), Config: cfg}
+	p := cfg.Progress
+	var err error
+	if want[ScenarioRPC] {
+		if r.RPC, err = RunRPC(ctx, cfg.RPC, p); err != nil {
+			return nil, err
+		}
+	}
+	if want[ScenarioMap] {
+		if r.Map, err = RunMap(ctx, cfg.Map, p); err != nil {
+			return nil, err
+		}
+	}
+	if want[ScenarioCache] {
+		if r.Cache, err = RunCache(ctx, cfg.Cache, p); err != nil {
+			return nil, err
+		}
+		r.Warnings = append(r.Warnings, r.Cache.Skipped...)
+	}
+	r.Seconds = time.Since(r.Started).Seconds()
+	r.Targets = r.targets()
+	return r, nil
+}
+
+// progressLog writes a line per step to a writer that may be nil.
+type progressLog struct{ w io.Writer }
+
+func (p progressLog) printf(format string, args ...any) {
+	if p.w != nil {
+		fmt.Fprintf(p.w, format+"\n", args...)
+	}
+}
+
+// Target is one figure Shoal aims for on a 2-core machine, and whether this
+// run met it.
+type Target struct {
+	What  string  `json:"what"`
+	Value float64 `json:"value"`
+	Unit  string  `json:"unit"`
+	Goal  string  `json:"goal"`
+	Met   bool    `json:"met"`
+}
+
+// targets checks the figures Shoal aims for on a 2-core machine, among
+// those this run measured: the rpc ones at 1 and 64 callers, the map one
+// over 3 nodes.
+func (r *Report) targets() []Target {
+	var ts []Target
+	atMost := func(what string, v float64, unit string, limit float64) {
+		ts = append(ts, Target{what, v, unit, "<= " + formatFigure(limit, unit), v > 0 && v <= limit})
+	}
+	atLeast := func(what string, v float64, unit string, limit float64) {
+		ts = append(ts, Target{what, v, unit, ">= " + formatFigure(limit, unit), v >= limit})
+	}
+	if rpc := r.RPC; rpc != nil {
+		if rpc.SequentialVsEcho > 0 {
+			atMost("one caller: Shoal call time / raw TCP echo time", rpc.SequentialVsEcho, "x", 2)
+		}
+		if s, n := rpc.Result("shoal", 64), rpc.Result("net/rpc", 64); s != nil && n != nil {
+			atLeast("64 callers: Shoal calls/s / net/rpc calls/s", Ratio(s.CallsPerSecond, n.CallsPerSecond), "x", 2.5)
+		}
+	}
+	if m := r.Map; m != nil {
+		for _, res := range m.Trivial {
+			if res.Nodes == 3 {
+				atLeast("trivial map items/s over 3 nodes", res.ItemsPerSecond, "items/s", 300_000)
+			}
+		}
+		if m.IdleMiB > 0 {
+			atMost("idle node, resident memory", m.IdleMiB, "MiB", 40)
+		}
+	}
+	if c := r.Cache; c != nil {
+		for _, b := range c.Backends {
+			atLeast("warm (cached) items/s, "+b.Name, b.WarmItemsPerSecond, "items/s", 150_000)
+		}
+	}
+	return ts
+}
+
+// Machine describes where a run happened.
+type Machine struct {
+	CPU        string `json:"cpu"`
+	Cores      int    `json:"cores"`
+	GOMAXPROCS int    `json:"gomaxprocs"`
+	MemoryMiB  int64  `json:"memory_mib,omitempty"`
+	OS         string `json:"os"`
+	Kernel     string `json:"kernel,omitempty"`
+	Go         string `json:"go"`
+}
+
+// DescribeMachine reads what it can of this machine; figures it cannot
+// read stay empty.
+func DescribeMachine() Machine {
+	m := Machine{
+		CPU:        "unknown",
+		Cores:      runtime.NumCPU(),
+		GOMAXPROCS: runtime.GOMAXPROCS(0),
+		OS:         runtime.GOOS + "/" + runtime.GOARCH,
+		Go:         runtime.Version(),
+	}
+	if v := procField("/proc/cpuinfo", "model name"); v != "" {
+		m.CPU = v
+	}
+	if v := procField("/proc/meminfo", "MemTotal"); v != "" {
+		var kb int64
+		if _, err := fmt.Sscanf(v, "%d kB", &kb); err == nil {
+			m.MemoryMiB = kb >> 10
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = string(bytes.TrimSpace(b))
+	}
+	return m
+}
+
+// procField returns the value of the first "name: value" line of a /proc
+// file, or "".
+func procField(path, name string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}

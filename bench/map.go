@@ -1,0 +1,351 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/shoalgrid/shoal"
+	"github.com/shoalgrid/shoal/internal/builtins"
+	"github.com/shoalgrid/shoal/internal/local"
+	"github.com/shoalgrid/shoal/node"
+)
+
+// MapConfig sizes the map scenario.
+type MapConfig struct {
+	// Binary is the shoal executable the nodes run as `shoal node`.
+	Binary string `json:"-"`
+	// Nodes are the grid sizes the trivial job runs on. Default 1, 2, 3.
+	Nodes []int `json:"nodes"`
+	// Items is the trivial job's size: square of 0..Items-1. Default
+	// 100,000.
+	Items int `json:"items"`
+	// Jobs is how many times each job is measured per grid, after one
+	// unmeasured warm-up; the median counts. Default 5.
+	Jobs int `json:"jobs"`
+	// OneItemJobs is how many one-item jobs measure a job's fixed cost.
+	// Default 200.
+	OneItemJobs int `json:"one_item_jobs"`
+	// CPUNodes are the grid sizes, of one slot per node, the CPU-bound
+	// job runs on. Default 1, 2.
+	CPUNodes []int `json:"cpu_nodes"`
+	// CPUItems is the CPU-bound job's size. Default 400.
+	CPUItems int `json:"cpu_items"`
+	// CPURounds is the SHA-256 rounds of one CPU-bound item. Default 20,000.
+	CPURounds int `json:"cpu_rounds"`
+}
+
+// MapReport is the map scenario's figures.
+type MapReport struct {
+	// Trivial is the square job on each grid, smallest first.
+	Trivial []MapResult `json:"trivial"`
+	// OneItemJob is the latency of a job of one item on the largest grid:
+	// what a job costs however small it is.
+	OneItemJob      Latency `json:"one_item_job"`
+	OneItemJobNodes int     `json:"one_item_job_nodes"`
+	// CPU is the sha256 job on each grid of one slot per node.
+	CPU []MapResult `json:"cpu"`
+	// LocalCPUItemMicros is one sha256 item computed by a plain function
+	// call in the bench process, and CPUItemOverheadMicros what the grid
+	// adds to it, per item, on one node of one slot.
+	LocalCPUItemMicros    float64 `json:"local_cpu_item_us"`
+	CPUItemOverheadMicros float64 `json:"cpu_item_overhead_us"`
+	// IdleMiB is the most resident memory of any node once the grids have
+	// formed, before any job; PeakMiB the most any node had after the
+	// trivial jobs. Zero where /proc cannot be read.
+	IdleMiB float64 `json:"idle_rss_mib"`
+	PeakMiB float64 `json:"peak_rss_mib"`
+}
+
+// MapResult is one job on one grid.
+type MapResult struct {
+	Nodes int `json:"nodes"`
+	// Slots is each node's slots; 0 means the default, one per CPU.
+	Slots          int       `json:"slots"`
+	Items          int       `json:"items"`
+	JobSeconds     []float64 `json:"job_seconds"`
+	ItemsPerSecond float64   `json:"items_per_second"`
+	// MicrosPerItem is the median job's time over its items.
+	MicrosPerItem float64 `json:"us_per_item"`
+	// SpeedUp is ItemsPerSecond over that of the smallest grid.
+	SpeedUp float64 `json:"speed_up"`
+}
+
+// RunMap measures the trivial job on grids of cfg.Nodes nodes and the
+// CPU-bound job on grids of cfg.CPUNodes, each grid its own processes, the
+// grids of a job taking turns. Zero fields of cfg take their defaults.
+func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport, error) {
+	cfg = Config{Map: cfg}.withDefaults(DefaultConfig()).Map
+	p := progressLog{progress}
+	report := &MapReport{}
+
+	grids, err := startGrids(ctx, cfg.Binary, "trivial", cfg.Nodes, p)
+	if err != nil {
+		return nil, err
+	}
+	defer closeGrids(grids)
+	if report.IdleMiB, err = mostMemory(grids, func(m local.Memory) int64 { return m.Resident }); err != nil {
+		p.printf("map: resident memory not measured: %v", err)
+	}
+	squares := make([]int, cfg.Items)
+	for i := range squares {
+		squares[i] = i
+	}
+	trivial := func(g *Grid) error {
+		out, err := shoal.Map[int, int](ctx, g.Client, "square", squares, shoal.WithoutCache())
+		if err != nil {
+			return err
+		}
+		for _, i := range []int{0, len(out) / 2, len(out) - 1} {
+			if out[i] != i*i {
+				return fmt.Errorf("square(%d) = %d", i, out[i])
+			}
+		}
+		return nil
+	}
+	if report.Trivial, err = timeJobs(ctx, "map: trivial", grids, cfg.Jobs, cfg.Items, 0, trivial, p); err != nil {
+		return nil, err
+	}
+	largest := grids[len(grids)-1]
+	p.printf("map: %d one-item jobs over %d nodes", cfg.OneItemJobs, len(largest.Nodes))
+	oneItem := make([]time.Duration, 0, cfg.OneItemJobs)
+	for i := range cfg.OneItemJobs {
+		start := time.Now()
+		out, err := shoal.Map[int, int](ctx, largest.Client, "square", []int{i}, shoal.WithoutCache())
+		if err != nil || out[0] != i*i {
+			return nil, fmt.Errorf("bench: one-item job: %v, %v", out, err)
+		}
+		oneItem = append(oneItem, time.Since(start))
+	}
+	report.OneItemJob, report.OneItemJobNodes = Summarize(oneItem), len(largest.Nodes)
+	if report.PeakMiB, err = mostMemory(grids, func(m local.Memory) int64 { return m.Peak }); err != nil {
+		p.printf("map: peak memory not measured: %v", err)
+	}
+	closeGrids(grids)
+
+	cpuGrids, err := startGrids(ctx, cfg.Binary, "cpu", cfg.CPUNodes, p, "--slots", "1")
+	if err != nil {
+		return nil, err
+	}
+	defer closeGrids(cpuGrids)
+	texts := make([]shoal.Args, cfg.CPUItems)
+	for i := range texts {
+		texts[i] = shoal.Args{"text-" + strconv.Itoa(i), cfg.CPURounds}
+	}
+	want, perItem, err := hashLocally(ctx, texts)
+	if err != nil {
+		return nil, err
+	}
+	report.LocalCPUItemMicros = micros(perItem)
+	hashes := func(g *Grid) error {
+		out, err := shoal.Map[shoal.Args, string](ctx, g.Client, "sha256", texts, shoal.WithoutCache())
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(out, want) {
+			return errors.New("sha256 results differ from those computed locally")
+		}
+		return nil
+	}
+	if report.CPU, err = timeJobs(ctx, "map: sha256", cpuGrids, cfg.Jobs, cfg.CPUItems, 1, hashes, p); err != nil {
+		return nil, err
+	}
+	if report.CPU[0].Nodes == 1 {
+		report.CPUItemOverheadMicros = report.CPU[0].MicrosPerItem - report.LocalCPUItemMicros
+	}
+	return report, nil
+}
+
+// timeJobs runs job once on every grid to warm it, then jobs more times on
+// each, the grids taking turns, and reports the median job of each.
+func timeJobs(ctx context.Context, name string, grids []*Grid, jobs, items, slots int, job func(*Grid) error, p progressLog) ([]MapResult, error) {
+	took := make([][]time.Duration, len(grids))
+	for round := 0; round <= jobs; round++ {
+		if round == 0 {
+			p.printf("%s: warm-up job on each grid", name)
+		} else {
+			p.printf("%s: job %d of %d on each grid", name, round, jobs)
+		}
+		for i, g := range grids {
+			start := time.Now()
+			if err := job(g); err != nil {
+				return nil, fmt.Errorf("bench: %s over %d nodes: %w", name, len(g.Nodes), err)
+			}
+			if round > 0 {
+				took[i] = append(took[i], time.Since(start))
+			}
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	results := make([]MapResult, len(grids))
+	for i, g := range grids {
+		secs := seconds(took[i])
+		median := Median(secs)
+		results[i] = MapResult{
+			Nodes:          len(g.Nodes),
+			Slots:          slots,
+			Items:          items,
+			JobSeconds:     secs,
+			ItemsPerSecond: Ratio(float64(items), median),
+			MicrosPerItem:  median * 1e6 / float64(items),
+		}
+		results[i].SpeedUp = Ratio(results[i].ItemsPerSecond, results[0].ItemsPerSecond)
+	}
+	return results, nil
+}
+
+// hashLocally computes the sha256 items with a plain function call, for
+// the results a grid must return and the time an item takes without one.
+func hashLocally(ctx context.Context, texts []shoal.Args) ([]string, time.Duration, error) {
+	out := make([]string, len(texts))
+	start := time.Now()
+	for i, t := range texts {
+		var err error
+		if out[i], err = builtins.SHA256Rounds(ctx, t[0].(string), t[1].(int)); err != nil {
+			return nil, 0, err
+		}
+	}
+	return out, time.Since(start) / time.Duration(len(texts)), nil
+}
+
+// Grid is a grid of `shoal node` processes on 127.0.0.1 and a client of it.
+type Grid struct {
+	Nodes  []*local.Node
+	Client *shoal.Client
+}
+
+// StartGrid starts n nodes from the shoal binary bin, named name-1 to
+// name-n, the others joining the first, each with the extra `shoal node`
+// flags; dials a client; and waits until the client sees every node alive.
+func StartGrid(ctx context.Context, bin, name string, n int, extra ...string) (*Grid, error) {
+	g := &Grid{}
+	for i := 1; i <= n; i++ {
+		join := ""
+		if i > 1 {
+			join = g.Nodes[0].Gossip
+		}
+		nd, err := local.StartNode(ctx, bin, name+"-"+strconv.Itoa(i), join, extra...)
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.Nodes = append(g.Nodes, nd)
+	}
+	c, err := shoal.Dial(ctx, shoal.Config{Seeds: []string{g.Nodes[0].RPC}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		g.Close()
+		return nil, err
+	}
+	g.Client = c
+	if err := waitAlive(ctx, c, n); err != nil {
+		g.Close()
+		return nil, fmt.Errorf("bench: grid %s: %w", name, err)
+	}
+	return g, nil
+}
+
+// Close closes the client and stops every node, all at once, since each
+// takes a moment to leave the grid gracefully.
+func (g *Grid) Close() error {
+	return closeGrids([]*Grid{g})
+}
+
+// waitAlive waits until c sees want members alive.
+func waitAlive(ctx context.Context, c *shoal.Client, want int) error {
+	const limit = 20 * time.Second
+	deadline := time.Now().Add(limit)
+	for {
+		alive := 0
+		for _, m := range c.Members() {
+			if m.State == node.StateAlive {
+				alive++
+			}
+		}
+		if alive == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d nodes alive after %v", alive, want, limit)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// startGrids starts one grid per size.
+func startGrids(ctx context.Context, bin, name string, sizes []int, p progressLog, extra ...string) ([]*Grid, error) {
+	var grids []*Grid
+	for _, n := range slicesSorted(sizes) {
+		p.printf("map: starting a %s grid of %d node%s, each its own process", name, n, plural(n))
+		g, err := StartGrid(ctx, bin, fmt.Sprintf("%s%d", name, n), n, extra...)
+		if err != nil {
+			closeGrids(grids)
+			return nil, err
+		}
+		grids = append(grids, g)
+	}
+	return grids, nil
+}
+
+// closeGrids closes every grid's client and stops all their nodes at once.
+func closeGrids(grids []*Grid) error {
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for _, g := range grids {
+		if g.Client != nil {
+			wg.Go(func() { errs <- g.Client.Close() })
+		}
+		for _, n := range g.Nodes {
+			wg.Go(func() { errs <- n.Stop(10 * time.Second) })
+		}
+	}
+	go func() {
+		wg.Wait()
+		close(errs)
+	}()
+	var all []error
+	for err := range errs {
+		all = append(all, err)
+	}
+	for _, g := range grids {
+		g.Client, g.Nodes = nil, nil
+	}
+	return errors.Join(all...)
+}
+
+// mostMemory returns the largest of one memory figure over every node, in
+// MiB.
+func mostMemory(grids []*Grid, figure func(local.Memory) int64) (float64, error) {
+	if runtime.GOOS != "linux" {
+		return 0, errors.New("needs Linux's /proc")
+	}
+	var most int64
+	for _, g := range grids {
+		for _, n := range g.Nodes {
+			m, err := n.Memory()
+			if err != nil {
+				return 0, err
+			}
+			most = max(most, figure(m))
+		}
+	}
+	return float64(most) / (1 << 20), nil
+}
+
+func slicesSorted(v []int) []int {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s
+}

@@ -1,0 +1,160 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/internal/testutil"
+)
+
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+
+// tinyConfig runs every scenario at a size that takes seconds.
+func tinyConfig(t *testing.T) Config {
+	return Config{
+		RPC: RPCConfig{Duration: 60 * time.Millisecond, Turns: 2, Callers: []int{1, 4}, Payload: 16},
+		Map: MapConfig{Binary: testutil.ShoalBinary(t), Nodes: []int{1, 2}, Items: 300, Jobs: 1, OneItemJobs: 3,
+			CPUNodes: []int{1, 2}, CPUItems: 4, CPURounds: 200},
+		Cache:   CacheConfig{Nodes: 2, Memcached: 2, Items: 300, Rounds: 10, Jobs: 2},
+		Version: "test",
+	}
+}
+
+// TestEveryScenarioAtATinySize runs `shoal bench all` small, against real
+// node and memcached processes, and checks every figure is there and
+// consistent, and that the table, the JSON and the plots come out.
+func TestEveryScenarioAtATinySize(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	memcached := os.Getenv("SHOAL_REQUIRE_MEMCACHED") == "1"
+	var progress bytes.Buffer
+	cfg := tinyConfig(t)
+	cfg.Progress = &progress
+	r, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	if r.Shoal != "test" || r.Machine.Cores < 1 || r.Machine.Go != runtime.Version() {
+		t.Errorf("report header: %q %+v", r.Shoal, r.Machine)
+	}
+	if len(r.RPC.Results) != 6 {
+		t.Fatalf("%d rpc results, want 3 systems x 2 caller counts", len(r.RPC.Results))
+	}
+	for _, res := range r.RPC.Results {
+		l := res.Latency
+		if res.Calls < 1 || res.CallsPerSecond <= 0 || l.P50 <= 0 || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > l.Max {
+			t.Errorf("rpc %s x%d: %+v", res.System, res.Callers, res)
+		}
+		if res.System == "shoal" && res.ShoalRatio != 1 {
+			t.Errorf("Shoal against itself: %v", res.ShoalRatio)
+		}
+	}
+	if r.RPC.SequentialVsEcho <= 0 || r.RPC.ConcurrentVsNetRPC <= 0 || r.RPC.ConcurrentCallers != 4 {
+		t.Errorf("rpc ratios: %+v", r.RPC)
+	}
+
+	m := r.Map
+	for _, results := range [][]MapResult{m.Trivial, m.CPU} {
+		if len(results) != 2 || results[0].Nodes != 1 || results[1].Nodes != 2 {
+			t.Fatalf("map grids: %+v", results)
+		}
+		for _, res := range results {
+			if len(res.JobSeconds) != 1 || res.ItemsPerSecond <= 0 || res.MicrosPerItem <= 0 || res.SpeedUp <= 0 {
+				t.Errorf("map over %d nodes: %+v", res.Nodes, res)
+			}
+		}
+	}
+	if m.CPU[0].Slots != 1 || m.LocalCPUItemMicros <= 0 || m.OneItemJob.P50 <= 0 || m.OneItemJobNodes != 2 {
+		t.Errorf("map: %+v", m)
+	}
+	if runtime.GOOS == "linux" && (m.IdleMiB <= 1 || m.PeakMiB < m.IdleMiB) {
+		t.Errorf("node memory: idle %v MiB, peak %v MiB", m.IdleMiB, m.PeakMiB)
+	}
+
+	names := []string{}
+	for _, b := range r.Cache.Backends {
+		names = append(names, b.Name)
+		if b.ColdCached != 0 || b.WarmCached != b.Items || b.Items != 300 || len(b.WarmSeconds) != 2 ||
+			b.ColdItemsPerSecond <= 0 || b.WarmItemsPerSecond <= 0 || b.WarmVsCold <= 0 {
+			t.Errorf("cache %s: %+v", b.Name, b)
+		}
+	}
+	wantNames := "in-memory"
+	if memcached || len(r.Cache.Skipped) == 0 {
+		wantNames = "memcached x2,in-memory"
+	}
+	if strings.Join(names, ",") != wantNames {
+		t.Errorf("cache backends %v, want %s (skipped: %v)", names, wantNames, r.Cache.Skipped)
+	}
+	if len(r.Targets) != 2+len(r.Cache.Backends) { // no 64 callers, no 3 nodes
+		t.Errorf("targets: %+v", r.Targets)
+	}
+	if !strings.Contains(progress.String(), "cache: warm run 2 of 2") {
+		t.Errorf("progress lacks the last step:\n%s", progress.String())
+	}
+
+	var table bytes.Buffer
+	if err := WriteTable(&table, r); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"Shoal test, go", "\nrpc: 16-byte echo", "\nmap: square of 300 items", "\nmap: sha256 of 200 rounds",
+		"\ncache: sha256 of 10 rounds", "in-memory  ", "\ntarget  ", "idle node, resident memory"} {
+		if !strings.Contains(table.String(), want) {
+			t.Errorf("table lacks %q:\n%s", want, table.String())
+		}
+	}
+
+	encoded, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decoded Report
+	if err := json.Unmarshal(encoded, &decoded); err != nil {
+		t.Fatal(err)
+	}
+	if decoded.Map.Trivial[1].ItemsPerSecond != m.Trivial[1].ItemsPerSecond || decoded.Machine != r.Machine ||
+		decoded.Config.Map.Items != 300 || len(decoded.Targets) != len(r.Targets) {
+		t.Errorf("JSON round trip lost figures:\n%s", encoded)
+	}
+
+	dir := t.TempDir()
+	for _, name := range []string{"bench.svg", "bench.png"} {
+		path := filepath.Join(dir, name)
+		if err := WritePlot(path, r); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		magic := map[string]string{"bench.svg": "<?xml", "bench.png": "\x89PNG"}[name]
+		if !bytes.HasPrefix(b, []byte(magic)) || len(b) < 10_000 {
+			t.Errorf("%s: %d bytes starting %q", name, len(b), b[:min(len(b), 8)])
+		}
+	}
+	if err := WritePlot(filepath.Join(dir, "bench.gif"), r); err == nil {
+		t.Error("no error for a .gif plot")
+	}
+}
+
+func TestRunRejectsBadScenariosAndSizes(t *testing.T) {
+	if _, err := Run(context.Background(), Config{}, "rpc", "disk"); err == nil || !strings.Contains(err.Error(), `unknown scenario "disk"`) {
+		t.Errorf("unknown scenario: %v", err)
+	}
+	if _, err := Run(context.Background(), Config{}, "map"); err == nil || !strings.Contains(err.Error(), "needs the shoal binary") {
+		t.Errorf("map without a binary: %v", err)
+	}
+	if _, err := Run(context.Background(), Config{Map: MapConfig{CPUNodes: []int{0}}}, "map"); err == nil {
+		t.Error("no error for a grid of 0 nodes")
+	}
+	if err := WritePlot(filepath.Join(t.TempDir(), "x.svg"), &Report{}); err == nil {
+		t.Error("no error for an empty report")
+	}
+}

@@ -1,0 +1,136 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// WriteTable prints the report as aligned tables, one per scenario, then
+// the targets.
+func WriteTable(w io.Writer, r *Report) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	m := r.Machine
+	fmt.Fprintf(tw, "Shoal %s, %s %s, %s, %d CPUs (GOMAXPROCS %d), %s, run took %.0fs\n",
+		r.Shoal, m.Go, m.OS, m.CPU, m.Cores, m.GOMAXPROCS, r.Started.Format("2006-01-02 15:04"), r.Seconds)
+	if rpc := r.RPC; rpc != nil {
+		c := r.Config.RPC
+		fmt.Fprintf(tw, "\nrpc: %d-byte echo over one loopback connection per system; %v per system in %d turns\n",
+			c.Payload, c.Duration, c.Turns)
+		fmt.Fprintln(tw, "callers\tsystem\tcalls/s\tp50\tp90\tp99\tShoal's calls/s vs this")
+		for _, res := range rpc.Results {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", res.Callers, res.System, thousands(res.CallsPerSecond),
+				micro(res.Latency.P50), micro(res.Latency.P90), micro(res.Latency.P99), times(res.ShoalRatio))
+		}
+		if rpc.SequentialVsEcho > 0 {
+			fmt.Fprintf(tw, "one caller: a Shoal call takes %s the time of a raw TCP echo round trip\n", times(rpc.SequentialVsEcho))
+		}
+		if rpc.ConcurrentVsNetRPC > 0 {
+			fmt.Fprintf(tw, "%d callers: Shoal makes %s the calls per second of net/rpc\n", rpc.ConcurrentCallers, times(rpc.ConcurrentVsNetRPC))
+		}
+	}
+	if mp := r.Map; mp != nil {
+		c := r.Config.Map
+		fmt.Fprintf(tw, "\nmap: square of %s items per job, node processes with a slot per CPU; median of %d jobs\n", thousands(float64(c.Items)), c.Jobs)
+		mapTable(tw, mp.Trivial)
+		fmt.Fprintf(tw, "a one-item job over %d nodes: p50 %s, p99 %s (%d jobs)\n",
+			mp.OneItemJobNodes, micro(mp.OneItemJob.P50), micro(mp.OneItemJob.P99), c.OneItemJobs)
+		fmt.Fprintf(tw, "\nmap: sha256 of %s rounds, %d items per job, 1 slot per node; median of %d jobs\n", thousands(float64(c.CPURounds)), c.CPUItems, c.Jobs)
+		mapTable(tw, mp.CPU)
+		if mp.CPUItemOverheadMicros != 0 {
+			fmt.Fprintf(tw, "an item computed by a plain call takes %s; on one node the grid adds %s an item (%.1f%%)\n",
+				micro(mp.LocalCPUItemMicros), micro(mp.CPUItemOverheadMicros), 100*mp.CPUItemOverheadMicros/mp.LocalCPUItemMicros)
+		}
+		if mp.IdleMiB > 0 {
+			fmt.Fprintf(tw, "node memory: %.1f MiB resident idle, %.1f MiB at most under load (largest of any node)\n", mp.IdleMiB, mp.PeakMiB)
+		}
+	}
+	if ch := r.Cache; ch != nil {
+		c := r.Config.Cache
+		fmt.Fprintf(tw, "\ncache: sha256 of %d rounds, %s items per job over %d nodes; cold once, then the median of %d warm runs\n",
+			c.Rounds, thousands(float64(c.Items)), c.Nodes, c.Jobs)
+		fmt.Fprintln(tw, "cache\tcold items/s\twarm items/s\twarm/cold\tcached when warm")
+		for _, b := range ch.Backends {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s of %s\n", b.Name, thousands(b.ColdItemsPerSecond),
+				thousands(b.WarmItemsPerSecond), times(b.WarmVsCold), thousands(float64(b.WarmCached)), thousands(float64(b.Items)))
+		}
+	}
+	for _, warning := range r.Warnings {
+		fmt.Fprintf(tw, "\nnote: %s\n", warning)
+	}
+	if len(r.Targets) > 0 {
+		fmt.Fprintln(tw, "\ntarget\tmeasured\tgoal\t")
+		for _, t := range r.Targets {
+			verdict := "met"
+			if !t.Met {
+				verdict = "MISSED"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.What, formatFigure(t.Value, t.Unit), t.Goal, verdict)
+		}
+	}
+	return tw.Flush()
+}
+
+func mapTable(w io.Writer, results []MapResult) {
+	fmt.Fprintln(w, "nodes\titems/s\tper item\tjob (median)\tspeed-up")
+	for _, res := range results {
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", res.Nodes, thousands(res.ItemsPerSecond), micro(res.MicrosPerItem),
+			seconds3(Median(res.JobSeconds)), times(res.SpeedUp))
+	}
+}
+
+// formatFigure formats a target's figure in its unit.
+func formatFigure(v float64, unit string) string {
+	switch unit {
+	case "x":
+		return times(v)
+	case "MiB":
+		return fmt.Sprintf("%.1f MiB", v)
+	}
+	return thousands(v) + " " + unit
+}
+
+// thousands formats x rounded, with commas between thousands: 1,234,567.
+func thousands(x float64) string {
+	s := strconv.FormatInt(int64(math.Round(x)), 10)
+	neg := strings.HasPrefix(s, "-")
+	s = strings.TrimPrefix(s, "-")
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	if neg {
+		return "-" + b.String()
+	}
+	return b.String()
+}
+
+// micro formats microseconds as a duration of three significant figures.
+func micro(us float64) string {
+	d := time.Duration(us * float64(time.Microsecond))
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.3gs", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.3gms", us/1000)
+	default:
+		return fmt.Sprintf("%.3gµs", us)
+	}
+}
+
+func seconds3(s float64) string { return fmt.Sprintf("%.3fs", s) }
+
+// times formats a ratio, or "-" where one figure was missing.
+func times(r float64) string {
+	if r == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.2fx", r)
+}
