@@ -111,7 +111,7 @@ A flag given on the command line wins over the environment.`,
 	root.SetErr(stderr)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
-	root.AddCommand(newNodeCmd(g), newCallCmd(g), newSubmitCmd(g), newDemoCmd(g), newMembersCmd(g), newFunctionsCmd(g), newVersionCmd())
+	root.AddCommand(newNodeCmd(g), newCallCmd(g), newSubmitCmd(g), newDemoCmd(g), newBenchCmd(g), newMembersCmd(g), newFunctionsCmd(g), newVersionCmd())
 	return root
 }
 
