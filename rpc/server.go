@@ -45,7 +45,11 @@ type ServerConfig struct {
 	// the shoal.* methods) and may make it wait, for a slot in an executor
 	// say, or refuse it with an error such as an *Error of KindOverloaded.
 	// ctx is the call's own. The call runs once Admit returns, and release
-	// is called when it has finished. Default: every call runs at once.
+	// is called when it has finished. Admit must return promptly once ctx
+	// has ended: for an Inline function the server first asks with a
+	// context already ended, to run the call on the reader only if it is
+	// admitted at once, and otherwise asks again from a worker. Default:
+	// every call runs at once.
 	Admit func(ctx context.Context, fn FunctionInfo) (release func(), err error)
 	// Observe, when set, is told of every call answered: the method, the
 	// Kind of its error ("" for success) and how long it took. It must not
@@ -301,8 +305,9 @@ func (s *Server) closeListenersLocked() {
 }
 
 // serverConn is one client connection. Its reader goroutine decodes
-// messages and answers built-in methods inline; each call to a registered
-// function runs in a goroutine of its own.
+// messages and answers built-in methods itself; each call to a registered
+// function runs on a worker goroutine (see Server.runCall), or on the
+// reader for an Inline function when nothing else is waiting.
 type serverConn struct {
 	s      *Server
 	conn   net.Conn
@@ -313,6 +318,7 @@ type serverConn struct {
 	// Touched only by the reader goroutine:
 	authed        bool
 	deadlineMoved time.Time
+	in            *messageReader
 
 	mu       sync.Mutex
 	running  int
@@ -335,6 +341,7 @@ func (c *serverConn) serve() {
 		c.s.mu.Unlock()
 	}()
 	mr := newMessageReader(bufio.NewReaderSize(c.conn, readChunk), c.s.cfg.MaxMessageSize, c.s.cfg.MaxDepth)
+	c.in = mr
 	dec := newDecoder()
 	for {
 		msg, err := c.next(mr)
@@ -504,8 +511,9 @@ func (c *serverConn) notification(dec *decoder, method string) {
 	}
 }
 
-// start runs f in a goroutine of its own unless the connection is at its
-// in-flight limit or the server is draining.
+// start runs f on a worker goroutine (or, when f is Inline and nothing else
+// waits, on the reader) unless the connection is at its in-flight limit or
+// the server is draining.
 func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflect.Value) *Error {
 	ctx, cancel := context.WithCancel(c.ctx)
 	rc := &runningCall{cancel: cancel}
@@ -527,9 +535,9 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 	c.mu.Unlock()
 	c.s.calls.Add(1)
 
-	c.s.runCall(func() {
+	run := func(admitted func()) {
 		start := time.Now()
-		result, callErr := c.run(ctx, f, args)
+		result, callErr := c.run(ctx, f, args, admitted)
 		cancel()
 		c.observe(f.info.Name, callErr, start)
 		if wantReply {
@@ -549,13 +557,26 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 			close(c.drained)
 		}
 		c.mu.Unlock()
-	})
+	}
+	if f.inline && c.in.r.Buffered() == 0 {
+		// Nothing else waits to be read: run the quick function here
+		// rather than wake a worker for it, if it may run at once.
+		if release, ok := c.s.admitNow(f); ok {
+			run(release)
+			return nil
+		}
+	}
+	c.s.runCall(func() { run(nil) })
 	return nil
 }
 
 // run calls f once ServerConfig.Admit lets it.
-func (c *serverConn) run(ctx context.Context, f *function, args []reflect.Value) (any, *Error) {
-	if c.s.cfg.Admit != nil && !f.system {
+// run calls f once ServerConfig.Admit lets it, or at once if admitted (a
+// release from admitNow) is not nil.
+func (c *serverConn) run(ctx context.Context, f *function, args []reflect.Value, admitted func()) (any, *Error) {
+	if admitted != nil {
+		defer admitted()
+	} else if c.s.cfg.Admit != nil && !f.system {
 		release, err := c.s.cfg.Admit(ctx, f.info)
 		if err != nil {
 			return nil, toError(err)
@@ -563,6 +584,23 @@ func (c *serverConn) run(ctx context.Context, f *function, args []reflect.Value)
 		defer release()
 	}
 	return f.call(ctx, args)
+}
+
+// endedCtx asks Admit for what it can give without waiting.
+var endedCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
+
+// admitNow returns the release of a call of f admitted without waiting, or
+// false.
+func (s *Server) admitNow(f *function) (release func(), ok bool) {
+	if s.cfg.Admit == nil || f.system {
+		return func() {}, true
+	}
+	release, err := s.cfg.Admit(endedCtx, f.info)
+	return release, err == nil
 }
 
 // builtin answers the methods the reader serves itself.

@@ -24,19 +24,19 @@ type function struct {
 }
 
 // functions are the built-ins. All but sleep and fail are pure and so
-// cacheable.
+// cacheable; add, square, echo and fib are quick enough to run Inline.
 var functions = []function{
-	{"add", add, []rpc.FuncOption{rpc.WithArgNames("a", "b"), rpc.Cacheable(), rpc.WithVersion("1"),
+	{"add", add, []rpc.FuncOption{rpc.Inline(), rpc.WithArgNames("a", "b"), rpc.Cacheable(), rpc.WithVersion("1"),
 		rpc.WithDoc("returns a + b")}},
-	{"square", square, []rpc.FuncOption{rpc.WithArgNames("x"), rpc.Cacheable(), rpc.WithVersion("1"),
+	{"square", square, []rpc.FuncOption{rpc.Inline(), rpc.WithArgNames("x"), rpc.Cacheable(), rpc.WithVersion("1"),
 		rpc.WithDoc("returns x * x")}},
-	{"echo", echo, []rpc.FuncOption{rpc.WithArgNames("x"), rpc.Cacheable(), rpc.WithVersion("1"),
+	{"echo", echo, []rpc.FuncOption{rpc.Inline(), rpc.WithArgNames("x"), rpc.Cacheable(), rpc.WithVersion("1"),
 		rpc.WithDoc("returns its argument unchanged")}},
 	{"sleep", sleep, []rpc.FuncOption{rpc.WithArgNames("ms"), rpc.WithVersion("1"),
 		rpc.WithDoc("waits ms milliseconds, or until canceled, and returns ms")}},
 	{"sha256", SHA256Rounds, []rpc.FuncOption{rpc.WithArgNames("text", "rounds"), rpc.Cacheable(), rpc.WithVersion("1"),
 		rpc.WithDoc("hex SHA-256 of text hashed rounds times (CPU work)")}},
-	{"fib", fib, []rpc.FuncOption{rpc.WithArgNames("n"), rpc.Cacheable(), rpc.WithVersion("1"),
+	{"fib", fib, []rpc.FuncOption{rpc.Inline(), rpc.WithArgNames("n"), rpc.Cacheable(), rpc.WithVersion("1"),
 		rpc.WithDoc("the n-th Fibonacci number, fib(0) = 0, for 0 <= n <= 92")}},
 	{"wordcount", wordcount, []rpc.FuncOption{rpc.WithArgNames("text"), rpc.Cacheable(), rpc.WithVersion("1"),
 		rpc.WithDoc("counts words (runs of letters and digits), lower-cased")}},
