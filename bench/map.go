@@ -114,7 +114,7 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 		return nil, err
 	}
 	largest := grids[len(grids)-1]
-	p.printf("map: %d one-item jobs over %d nodes", cfg.OneItemJobs, len(largest.Nodes))
+	p.printf("map: %d one-item jobs over %d node%s", cfg.OneItemJobs, len(largest.Nodes), plural(len(largest.Nodes)))
 	oneItem := make([]time.Duration, 0, cfg.OneItemJobs)
 	for i := range cfg.OneItemJobs {
 		start := time.Now()
@@ -288,7 +288,7 @@ func waitAlive(ctx context.Context, c *shoal.Client, want int) error {
 func startGrids(ctx context.Context, bin, name string, sizes []int, p progressLog, extra ...string) ([]*Grid, error) {
 	var grids []*Grid
 	for _, n := range slicesSorted(sizes) {
-		p.printf("map: starting a %s grid of %d node%s, each its own process", name, n, plural(n))
+		p.printf("map: starting the %s grid of %d node%s, a process each", name, n, plural(n))
 		g, err := StartGrid(ctx, bin, fmt.Sprintf("%s%d", name, n), n, extra...)
 		if err != nil {
 			closeGrids(grids)

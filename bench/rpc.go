@@ -18,7 +18,7 @@ import (
 // RPCTarget is one system in the rpc scenario: a server on 127.0.0.1 and
 // one client connection to it, shared by every caller.
 type RPCTarget struct {
-	Name string // "shoal", "net/rpc" or "tcp-echo"
+	Name string // "shoal", "shoal-worker", "net/rpc" or "tcp-echo"
 	// Call makes one round trip carrying payload and checks the reply.
 	Call  func(payload []byte) error
 	close []func() error
@@ -35,10 +35,18 @@ func (t *RPCTarget) Close() error {
 
 var errMismatch = errors.New("bench: reply differs from payload")
 
-// StartShoal serves an echo function with the rpc package.
-func StartShoal() (*RPCTarget, error) {
+// StartShoal serves an echo function with the rpc package, registered
+// Inline as the quick built-ins are: a call runs on the connection's reader
+// when nothing else waits.
+func StartShoal() (*RPCTarget, error) { return startShoal("shoal", rpc.Inline()) }
+
+// StartShoalWorker serves the echo function without Inline, so every call
+// is handed to a worker goroutine, as a call of a slower function is.
+func StartShoalWorker() (*RPCTarget, error) { return startShoal("shoal-worker") }
+
+func startShoal(name string, opts ...rpc.FuncOption) (*RPCTarget, error) {
 	srv := rpc.NewServer(rpc.ServerConfig{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err := srv.Register("echo", func(b []byte) []byte { return b }); err != nil {
+	if err := srv.Register("echo", func(b []byte) []byte { return b }, opts...); err != nil {
 		return nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -47,7 +55,7 @@ func StartShoal() (*RPCTarget, error) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	t := &RPCTarget{Name: "shoal"}
+	t := &RPCTarget{Name: name}
 	t.close = append(t.close, func() error {
 		srv.Close()
 		<-served
@@ -297,10 +305,11 @@ func measureCalls(ctx context.Context, callers int, d time.Duration, call func()
 	return slices.Concat(per...), took, nil
 }
 
-// StartRPCTargets starts Shoal, net/rpc and the raw TCP echo.
+// StartRPCTargets starts Shoal (Inline and not), net/rpc and the raw TCP
+// echo, Shoal first.
 func StartRPCTargets() ([]*RPCTarget, error) {
 	var targets []*RPCTarget
-	for _, start := range []func() (*RPCTarget, error){StartShoal, StartNetRPC, StartRawEcho} {
+	for _, start := range []func() (*RPCTarget, error){StartShoal, StartShoalWorker, StartNetRPC, StartRawEcho} {
 		t, err := start()
 		if err != nil {
 			for _, t := range targets {

@@ -44,8 +44,8 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	if r.Shoal != "test" || r.Machine.Cores < 1 || r.Machine.Go != runtime.Version() {
 		t.Errorf("report header: %q %+v", r.Shoal, r.Machine)
 	}
-	if len(r.RPC.Results) != 6 {
-		t.Fatalf("%d rpc results, want 3 systems x 2 caller counts", len(r.RPC.Results))
+	if len(r.RPC.Results) != 8 {
+		t.Fatalf("%d rpc results, want 4 systems x 2 caller counts", len(r.RPC.Results))
 	}
 	for _, res := range r.RPC.Results {
 		l := res.Latency

@@ -37,8 +37,8 @@ func WriteTable(w io.Writer, r *Report) error {
 		c := r.Config.Map
 		fmt.Fprintf(tw, "\nmap: square of %s items per job, node processes with a slot per CPU; median of %d jobs\n", thousands(float64(c.Items)), c.Jobs)
 		mapTable(tw, mp.Trivial)
-		fmt.Fprintf(tw, "a one-item job over %d nodes: p50 %s, p99 %s (%d jobs)\n",
-			mp.OneItemJobNodes, micro(mp.OneItemJob.P50), micro(mp.OneItemJob.P99), c.OneItemJobs)
+		fmt.Fprintf(tw, "a one-item job over %d node%s: p50 %s, p99 %s (%d jobs)\n",
+			mp.OneItemJobNodes, plural(mp.OneItemJobNodes), micro(mp.OneItemJob.P50), micro(mp.OneItemJob.P99), c.OneItemJobs)
 		fmt.Fprintf(tw, "\nmap: sha256 of %s rounds, %d items per job, 1 slot per node; median of %d jobs\n", thousands(float64(c.CPURounds)), c.CPUItems, c.Jobs)
 		mapTable(tw, mp.CPU)
 		if mp.CPUItemOverheadMicros != 0 {

@@ -31,7 +31,8 @@ one run, taking turns round by round, so a noisy machine slows them alike:
 
   rpc    a Shoal call against Go's net/rpc and a raw TCP echo round trip,
          with 1 and with 64 concurrent callers: calls/s, p50/p90/p99
-         latency and the ratios between them
+         latency and the ratios between them; "shoal" calls a function
+         registered Inline, "shoal-worker" the same without Inline
   map    square items end to end over grids of 1, 2 and 3 node processes
          (started from this binary), sha256 items over 1 and 2 nodes of
          one slot each with the speed-up, what a one-item job costs, what

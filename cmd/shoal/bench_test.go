@@ -31,7 +31,7 @@ func TestBenchCommand(t *testing.T) {
 		t.Errorf("no progress on stderr:\n%s", stderr)
 	}
 	r := readReport(t, jsonPath)
-	if r.RPC == nil || len(r.RPC.Results) != 6 || r.Map != nil || r.Cache != nil || r.Shoal == "" || r.Machine.Cores < 1 {
+	if r.RPC == nil || len(r.RPC.Results) != 8 || r.Map != nil || r.Cache != nil || r.Shoal == "" || r.Machine.Cores < 1 {
 		t.Errorf("JSON report: %+v", r)
 	}
 	if b, err := os.ReadFile(plotPath); err != nil || !strings.Contains(string(b), "<svg") {
