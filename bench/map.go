@@ -53,8 +53,9 @@ type MapReport struct {
 	// CPU is the sha256 job on each grid of one slot per node.
 	CPU []MapResult `json:"cpu"`
 	// LocalCPUItemMicros is one sha256 item computed by a plain function
-	// call in the bench process, and CPUItemOverheadMicros what the grid
-	// adds to it, per item, on one node of one slot.
+	// call in the bench process, timed in turns with the grids, and
+	// CPUItemOverheadMicros what the grid adds to it, per item, on one node
+	// of one slot (negative when noise outweighs it).
 	LocalCPUItemMicros    float64 `json:"local_cpu_item_us"`
 	CPUItemOverheadMicros float64 `json:"cpu_item_overhead_us"`
 	// IdleMiB is the most resident memory of any node once the grids have
@@ -110,7 +111,7 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 		}
 		return nil
 	}
-	if report.Trivial, err = timeJobs(ctx, "map: trivial", grids, cfg.Jobs, cfg.Items, 0, trivial, p); err != nil {
+	if report.Trivial, err = timeJobs(ctx, "map: trivial", onGrids(grids, trivial), cfg.Jobs, cfg.Items, 0, p); err != nil {
 		return nil, err
 	}
 	largest := grids[len(grids)-1]
@@ -139,11 +140,10 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 	for i := range texts {
 		texts[i] = shoal.Args{"text-" + strconv.Itoa(i), cfg.CPURounds}
 	}
-	want, perItem, err := hashLocally(ctx, texts)
+	want, err := hashLocally(ctx, texts)
 	if err != nil {
 		return nil, err
 	}
-	report.LocalCPUItemMicros = micros(perItem)
 	hashes := func(g *Grid) error {
 		out, err := shoal.Map[shoal.Args, string](ctx, g.Client, "sha256", texts, shoal.WithoutCache())
 		if err != nil {
@@ -154,8 +154,16 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 		}
 		return nil
 	}
-	if report.CPU, err = timeJobs(ctx, "map: sha256", cpuGrids, cfg.Jobs, cfg.CPUItems, 1, hashes, p); err != nil {
+	// The plain loop takes its turns beside the grids, so the overhead is
+	// measured under the same conditions.
+	plain := runner{0, func() error { _, err := hashLocally(ctx, texts); return err }}
+	cpu, err := timeJobs(ctx, "map: sha256", append([]runner{plain}, onGrids(cpuGrids, hashes)...), cfg.Jobs, cfg.CPUItems, 1, p)
+	if err != nil {
 		return nil, err
+	}
+	report.LocalCPUItemMicros, report.CPU = cpu[0].MicrosPerItem, cpu[1:]
+	for i := range report.CPU {
+		report.CPU[i].SpeedUp = Ratio(report.CPU[i].ItemsPerSecond, report.CPU[0].ItemsPerSecond)
 	}
 	if report.CPU[0].Nodes == 1 {
 		report.CPUItemOverheadMicros = report.CPU[0].MicrosPerItem - report.LocalCPUItemMicros
@@ -163,20 +171,37 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 	return report, nil
 }
 
-// timeJobs runs job once on every grid to warm it, then jobs more times on
-// each, the grids taking turns, and reports the median job of each.
-func timeJobs(ctx context.Context, name string, grids []*Grid, jobs, items, slots int, job func(*Grid) error, p progressLog) ([]MapResult, error) {
-	took := make([][]time.Duration, len(grids))
+// runner is one of the things a job is timed on, side by side: a grid, or
+// (nodes 0) a plain loop in this process.
+type runner struct {
+	nodes int
+	job   func() error
+}
+
+// onGrids returns a runner per grid doing job.
+func onGrids(grids []*Grid, job func(*Grid) error) []runner {
+	rs := make([]runner, len(grids))
+	for i, g := range grids {
+		rs[i] = runner{len(g.Nodes), func() error { return job(g) }}
+	}
+	return rs
+}
+
+// timeJobs runs every runner's job once to warm it, then jobs more times
+// each, the runners taking turns, and reports the median job of each.
+// SpeedUp is relative to the first runner.
+func timeJobs(ctx context.Context, name string, runners []runner, jobs, items, slots int, p progressLog) ([]MapResult, error) {
+	took := make([][]time.Duration, len(runners))
 	for round := 0; round <= jobs; round++ {
 		if round == 0 {
 			p.printf("%s: warm-up job on each grid", name)
 		} else {
 			p.printf("%s: job %d of %d on each grid", name, round, jobs)
 		}
-		for i, g := range grids {
+		for i, r := range runners {
 			start := time.Now()
-			if err := job(g); err != nil {
-				return nil, fmt.Errorf("bench: %s over %d nodes: %w", name, len(g.Nodes), err)
+			if err := r.job(); err != nil {
+				return nil, fmt.Errorf("bench: %s over %d nodes: %w", name, r.nodes, err)
 			}
 			if round > 0 {
 				took[i] = append(took[i], time.Since(start))
@@ -186,12 +211,12 @@ func timeJobs(ctx context.Context, name string, grids []*Grid, jobs, items, slot
 			}
 		}
 	}
-	results := make([]MapResult, len(grids))
-	for i, g := range grids {
+	results := make([]MapResult, len(runners))
+	for i, r := range runners {
 		secs := seconds(took[i])
 		median := Median(secs)
 		results[i] = MapResult{
-			Nodes:          len(g.Nodes),
+			Nodes:          r.nodes,
 			Slots:          slots,
 			Items:          items,
 			JobSeconds:     secs,
@@ -203,18 +228,17 @@ func timeJobs(ctx context.Context, name string, grids []*Grid, jobs, items, slot
 	return results, nil
 }
 
-// hashLocally computes the sha256 items with a plain function call, for
-// the results a grid must return and the time an item takes without one.
-func hashLocally(ctx context.Context, texts []shoal.Args) ([]string, time.Duration, error) {
+// hashLocally computes the sha256 items with a plain function call: the
+// results a grid must return, and the time an item takes without a grid.
+func hashLocally(ctx context.Context, texts []shoal.Args) ([]string, error) {
 	out := make([]string, len(texts))
-	start := time.Now()
 	for i, t := range texts {
 		var err error
 		if out[i], err = builtins.SHA256Rounds(ctx, t[0].(string), t[1].(int)); err != nil {
-			return nil, 0, err
+			return nil, err
 		}
 	}
-	return out, time.Since(start) / time.Duration(len(texts)), nil
+	return out, nil
 }
 
 // Grid is a grid of `shoal node` processes on 127.0.0.1 and a client of it.

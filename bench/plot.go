@@ -140,6 +140,7 @@ func throughputPlot(title string, results []MapResult, small bool) (*plot.Plot, 
 	p.Legend.Top, p.Legend.Left = true, true
 	p.X.Min, p.Y.Min = 0, 0
 	p.X.Max = float64(results[len(results)-1].Nodes) + 0.5
+	p.Y.Max = headroom * max(maxY(measured), maxY(ideal))
 	p.X.Tick.Marker = plot.ConstantTicks(nodeTicks(results))
 	return p, nil
 }
@@ -209,8 +210,27 @@ func groupedBars(p *plot.Plot, names, series []string, values ...plotter.Values)
 	}
 	p.Legend.Top = true
 	p.Y.Min = 0
+	var most float64
+	for _, v := range values {
+		for _, x := range v {
+			most = max(most, x)
+		}
+	}
+	p.Y.Max = headroom * most
 	p.NominalX(names...)
+	p.X.Min, p.X.Max = -0.5, float64(len(names))-0.5
 	return nil
+}
+
+// headroom leaves the top of a panel to its legend.
+const headroom = 1.35
+
+func maxY(xys plotter.XYs) float64 {
+	var most float64
+	for _, xy := range xys {
+		most = max(most, xy.Y)
+	}
+	return most
 }
 
 func plural(n int) string {

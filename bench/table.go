@@ -41,9 +41,14 @@ func WriteTable(w io.Writer, r *Report) error {
 			mp.OneItemJobNodes, plural(mp.OneItemJobNodes), micro(mp.OneItemJob.P50), micro(mp.OneItemJob.P99), c.OneItemJobs)
 		fmt.Fprintf(tw, "\nmap: sha256 of %s rounds, %d items per job, 1 slot per node; median of %d jobs\n", thousands(float64(c.CPURounds)), c.CPUItems, c.Jobs)
 		mapTable(tw, mp.CPU)
-		if mp.CPUItemOverheadMicros != 0 {
-			fmt.Fprintf(tw, "an item computed by a plain call takes %s; on one node the grid adds %s an item (%.1f%%)\n",
-				micro(mp.LocalCPUItemMicros), micro(mp.CPUItemOverheadMicros), 100*mp.CPUItemOverheadMicros/mp.LocalCPUItemMicros)
+		if mp.LocalCPUItemMicros > 0 && mp.CPU[0].Nodes == 1 {
+			fmt.Fprintf(tw, "an item takes %s by a plain call in turn with the grids, %s end to end on one node: ",
+				micro(mp.LocalCPUItemMicros), micro(mp.CPU[0].MicrosPerItem))
+			if over := mp.CPUItemOverheadMicros; over > 0 {
+				fmt.Fprintf(tw, "the grid adds %s an item (%.1f%%)\n", micro(over), 100*over/mp.LocalCPUItemMicros)
+			} else {
+				fmt.Fprintf(tw, "no overhead shows above this run's noise\n")
+			}
 		}
 		if mp.IdleMiB > 0 {
 			fmt.Fprintf(tw, "node memory: %.1f MiB resident idle, %.1f MiB at most under load (largest of any node)\n", mp.IdleMiB, mp.PeakMiB)
