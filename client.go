@@ -210,17 +210,48 @@ func (c *Client) refreshLoop() {
 			return
 		case <-t.C:
 		}
-		var err error = errors.New("no live member")
-		for _, m := range c.Members() {
-			if m.State == node.StateAlive {
-				if err = c.refreshFrom(c.ctx, m.RPC); err == nil {
-					break
-				}
-			}
-		}
-		if err != nil && c.ctx.Err() == nil {
+		if err := c.refresh(c.ctx); err != nil && c.ctx.Err() == nil {
 			c.log.Warn("shoal: could not refresh the member list", "err", err)
 		}
+	}
+}
+
+// refresh re-reads the member list from the first live member that answers.
+func (c *Client) refresh(ctx context.Context) error {
+	var err error = errors.New("no live member")
+	for _, m := range c.Members() {
+		if m.State == node.StateAlive {
+			if err = c.refreshFrom(ctx, m.RPC); err == nil {
+				return nil
+			}
+		}
+	}
+	return err
+}
+
+// WaitForMembers waits until at least n members are alive in the client's
+// view, re-reading the member list every 50ms meanwhile, and returns ctx's
+// error if it ends first. It suits scripts and tests that start nodes and
+// then want all of them used.
+func (c *Client) WaitForMembers(ctx context.Context, n int) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		alive := 0
+		for _, m := range c.Members() {
+			if m.State == node.StateAlive {
+				alive++
+			}
+		}
+		if alive >= n {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("shoal: %d of %d members alive: %w", alive, n, ctx.Err())
+		case <-t.C:
+		}
+		_ = c.refresh(ctx) // a failed read is tried again on the next tick
 	}
 }
 

@@ -3,10 +3,14 @@ package shoal_test
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/shoalgrid/shoal"
 	"github.com/shoalgrid/shoal/internal/testutil"
+	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
 )
 
@@ -62,5 +66,43 @@ func TestDialFailsClearly(t *testing.T) {
 	}
 	if _, err := shoal.Dial(context.Background(), shoal.Config{Seeds: []string{"127.0.0.1:1"}}); err == nil {
 		t.Fatal("Dial to a closed port succeeded")
+	}
+}
+
+// TestWaitForMembersSeesANodeThatJoinsLater checks that WaitForMembers
+// re-reads the member list itself: the client's own refresh is an hour off.
+func TestWaitForMembersSeesANodeThatJoinsLater(t *testing.T) {
+	testutil.CheckGoroutines(t)
+	a, stop := startGrid()
+	defer stop()
+	c, err := shoal.Dial(context.Background(), shoal.Config{Seeds: []string{a.RPCAddr()}, Refresh: time.Hour,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	cfg := node.FastConfig()
+	cfg.Name, cfg.HTTPAddr, cfg.Join = "b", "", []string{a.GossipAddr()}
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	b, err := node.New(cfg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer b.Shutdown(context.Background())
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := c.WaitForMembers(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err = c.WaitForMembers(ctx, 3)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "2 of 3 members alive") {
+		t.Fatalf("waiting for a third member: %v", err)
 	}
 }

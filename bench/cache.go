@@ -195,7 +195,9 @@ func (s *cacheSetup) start(ctx context.Context, nodes int) error {
 		return err
 	}
 	s.client = c
-	return waitAlive(ctx, c, nodes)
+	wait, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	return c.WaitForMembers(wait, nodes)
 }
 
 func (s *cacheSetup) run(ctx context.Context, inputs []shoal.Args) ([]string, shoal.Stats, error) {

@@ -15,7 +15,6 @@ import (
 	"github.com/shoalgrid/shoal"
 	"github.com/shoalgrid/shoal/internal/builtins"
 	"github.com/shoalgrid/shoal/internal/local"
-	"github.com/shoalgrid/shoal/node"
 )
 
 // MapConfig sizes the map scenario.
@@ -270,7 +269,9 @@ func StartGrid(ctx context.Context, bin, name string, n int, extra ...string) (*
 		return nil, err
 	}
 	g.Client = c
-	if err := waitAlive(ctx, c, n); err != nil {
+	wait, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := c.WaitForMembers(wait, n); err != nil {
 		g.Close()
 		return nil, fmt.Errorf("bench: grid %s: %w", name, err)
 	}
@@ -281,31 +282,6 @@ func StartGrid(ctx context.Context, bin, name string, n int, extra ...string) (*
 // takes a moment to leave the grid gracefully.
 func (g *Grid) Close() error {
 	return closeGrids([]*Grid{g})
-}
-
-// waitAlive waits until c sees want members alive.
-func waitAlive(ctx context.Context, c *shoal.Client, want int) error {
-	const limit = 20 * time.Second
-	deadline := time.Now().Add(limit)
-	for {
-		alive := 0
-		for _, m := range c.Members() {
-			if m.State == node.StateAlive {
-				alive++
-			}
-		}
-		if alive == want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d nodes alive after %v", alive, want, limit)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-	}
 }
 
 // startGrids starts one grid per size.

@@ -113,7 +113,9 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 		return err
 	}
 	defer c.Close()
-	if err := waitForMembers(ctx, c, o.nodes); err != nil {
+	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.WaitForMembers(wait, o.nodes); err != nil {
 		return err
 	}
 
@@ -153,25 +155,4 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 	}
 	fmt.Fprintf(out, "sha256(%q, %d) = %s\n", "item-0", o.rounds, first[0])
 	return nil
-}
-
-// waitForMembers waits until the client sees every node alive.
-func waitForMembers(ctx context.Context, c *shoal.Client, want int) error {
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
-		alive := 0
-		for _, m := range c.Members() {
-			if m.State == node.StateAlive {
-				alive++
-			}
-		}
-		if alive == want {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("the %d nodes did not all join within 10s", want)
 }
