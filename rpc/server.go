@@ -570,7 +570,6 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 	return nil
 }
 
-// run calls f once ServerConfig.Admit lets it.
 // run calls f once ServerConfig.Admit lets it, or at once if admitted (a
 // release from admitNow) is not nil.
 func (c *serverConn) run(ctx context.Context, f *function, args []reflect.Value, admitted func()) (any, *Error) {
