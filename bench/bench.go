@@ -142,16 +142,15 @@ func (c Config) Validate() error {
 
 // Report is every figure of a run.
 type Report struct {
-	Shoal    string       `json:"shoal_version"`
-	Machine  Machine      `json:"machine"`
-	Started  time.Time    `json:"started"`
-	Seconds  float64      `json:"seconds"`
-	Config   Config       `json:"config"`
-	RPC      *RPCReport   `json:"rpc,omitempty"`
-	Map      *MapReport   `json:"map,omitempty"`
-	Cache    *CacheReport `json:"cache,omitempty"`
-	Targets  []Target     `json:"targets"`
-	Warnings []string     `json:"warnings,omitempty"`
+	Shoal   string       `json:"shoal_version"`
+	Machine Machine      `json:"machine"`
+	Started time.Time    `json:"started"`
+	Seconds float64      `json:"seconds"`
+	Config  Config       `json:"config"`
+	RPC     *RPCReport   `json:"rpc,omitempty"`
+	Map     *MapReport   `json:"map,omitempty"`
+	Cache   *CacheReport `json:"cache,omitempty"`
+	Targets []Target     `json:"targets"`
 }
 
 // Run runs the named scenarios (all of them when none are named) and
@@ -191,7 +190,6 @@ func Run(ctx context.Context, cfg Config, scenarios ...string) (*Report, error) 
 		if r.Cache, err = RunCache(ctx, cfg.Cache, p); err != nil {
 			return nil, err
 		}
-		r.Warnings = append(r.Warnings, r.Cache.Skipped...)
 	}
 	r.Seconds = time.Since(r.Started).Seconds()
 	r.Targets = r.targets()

@@ -35,11 +35,11 @@ func WriteTable(w io.Writer, r *Report) error {
 	}
 	if mp := r.Map; mp != nil {
 		c := r.Config.Map
-		fmt.Fprintf(tw, "\nmap: square of %s items per job, node processes with a slot per CPU; median of %d jobs\n", thousands(float64(c.Items)), c.Jobs)
+		fmt.Fprintf(tw, "\nmap: square of %s items per job, node processes with a slot per CPU; median of %d job%s\n", thousands(float64(c.Items)), c.Jobs, plural(c.Jobs))
 		mapTable(tw, mp.Trivial)
 		fmt.Fprintf(tw, "a one-item job over %d node%s: p50 %s, p99 %s (%d jobs)\n",
 			mp.OneItemJobNodes, plural(mp.OneItemJobNodes), micro(mp.OneItemJob.P50), micro(mp.OneItemJob.P99), c.OneItemJobs)
-		fmt.Fprintf(tw, "\nmap: sha256 of %s rounds, %d items per job, 1 slot per node; median of %d jobs\n", thousands(float64(c.CPURounds)), c.CPUItems, c.Jobs)
+		fmt.Fprintf(tw, "\nmap: sha256 of %s rounds, %d items per job, 1 slot per node; median of %d job%s\n", thousands(float64(c.CPURounds)), c.CPUItems, c.Jobs, plural(c.Jobs))
 		mapTable(tw, mp.CPU)
 		if mp.LocalCPUItemMicros > 0 && mp.CPU[0].Nodes == 1 {
 			fmt.Fprintf(tw, "an item takes %s by a plain call in turn with the grids, %s end to end on one node: ",
@@ -56,17 +56,18 @@ func WriteTable(w io.Writer, r *Report) error {
 	}
 	if ch := r.Cache; ch != nil {
 		c := r.Config.Cache
-		fmt.Fprintf(tw, "\ncache: sha256 of %d rounds, %s items per job over %d nodes; cold once, then the median of %d warm runs\n",
-			c.Rounds, thousands(float64(c.Items)), c.Nodes, c.Jobs)
+		fmt.Fprintf(tw, "\ncache: sha256 of %d rounds, %s items per job over %d nodes; cold once, then the median of %d warm run%s\n",
+			c.Rounds, thousands(float64(c.Items)), c.Nodes, c.Jobs, plural(c.Jobs))
 		fmt.Fprintln(tw, "cache\tcold items/s\twarm items/s\twarm/cold\tcached when warm")
 		for _, b := range ch.Backends {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s of %s\n", b.Name, thousands(b.ColdItemsPerSecond),
 				thousands(b.WarmItemsPerSecond), times(b.WarmVsCold), thousands(float64(b.WarmCached)), thousands(float64(b.Items)))
 		}
+		for _, skipped := range ch.Skipped {
+			fmt.Fprintf(tw, "note: %s\n", skipped)
+		}
 	}
-	for _, warning := range r.Warnings {
-		fmt.Fprintf(tw, "\nnote: %s\n", warning)
-	}
+
 	if len(r.Targets) > 0 {
 		fmt.Fprintln(tw, "\ntarget\tmeasured\tgoal\t")
 		for _, t := range r.Targets {
