@@ -119,8 +119,11 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 	for i := range cfg.OneItemJobs {
 		start := time.Now()
 		out, err := shoal.Map[int, int](ctx, largest.Client, "square", []int{i}, shoal.WithoutCache())
-		if err != nil || out[0] != i*i {
-			return nil, fmt.Errorf("bench: one-item job: %v, %v", out, err)
+		if err != nil {
+			return nil, fmt.Errorf("bench: one-item job: %w", err)
+		}
+		if out[0] != i*i {
+			return nil, fmt.Errorf("bench: one-item job: square(%d) = %d", i, out[0])
 		}
 		oneItem = append(oneItem, time.Since(start))
 	}
