@@ -62,6 +62,9 @@ type MapReport struct {
 	// trivial jobs. Zero where /proc cannot be read.
 	IdleMiB float64 `json:"idle_rss_mib"`
 	PeakMiB float64 `json:"peak_rss_mib"`
+	// IdleAnonMiB is the most memory of its own (not pages of the binary,
+	// which nodes on one machine share) any node held idle.
+	IdleAnonMiB float64 `json:"idle_anon_rss_mib"`
 }
 
 // MapResult is one job on one grid.
@@ -94,6 +97,7 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 	if report.IdleMiB, err = mostMemory(grids, func(m local.Memory) int64 { return m.Resident }); err != nil {
 		p.printf("map: resident memory not measured: %v", err)
 	}
+	report.IdleAnonMiB, _ = mostMemory(grids, func(m local.Memory) int64 { return m.Anon })
 	squares := make([]int, cfg.Items)
 	for i := range squares {
 		squares[i] = i

@@ -74,8 +74,8 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	if m.CPU[0].Slots != 1 || m.LocalCPUItemMicros <= 0 || m.OneItemJob.P50 <= 0 || m.OneItemJobNodes != 2 {
 		t.Errorf("map: %+v", m)
 	}
-	if runtime.GOOS == "linux" && (m.IdleMiB <= 1 || m.PeakMiB < m.IdleMiB) {
-		t.Errorf("node memory: idle %v MiB, peak %v MiB", m.IdleMiB, m.PeakMiB)
+	if runtime.GOOS == "linux" && (m.IdleMiB <= 1 || m.PeakMiB < m.IdleMiB || m.IdleAnonMiB <= 0 || m.IdleAnonMiB > m.IdleMiB) {
+		t.Errorf("node memory: idle %v MiB (own %v MiB), peak %v MiB", m.IdleMiB, m.IdleAnonMiB, m.PeakMiB)
 	}
 
 	names := []string{}

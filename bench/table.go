@@ -51,7 +51,8 @@ func WriteTable(w io.Writer, r *Report) error {
 			}
 		}
 		if mp.IdleMiB > 0 {
-			fmt.Fprintf(tw, "node memory: %.1f MiB resident idle, %.1f MiB at most under load (largest of any node)\n", mp.IdleMiB, mp.PeakMiB)
+			fmt.Fprintf(tw, "node memory, largest of any node: idle %.1f MiB resident, %.1f MiB anonymous (the rest: pages of the binary, shared); under load %.1f MiB at most\n",
+				mp.IdleMiB, mp.IdleAnonMiB, mp.PeakMiB)
 		}
 	}
 	if ch := r.Cache; ch != nil {

@@ -17,8 +17,8 @@ func TestProcessMemoryOfThisProcess(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Resident < 1<<20 || m.Peak < m.Resident {
-		t.Errorf("resident %d bytes, peak %d bytes", m.Resident, m.Peak)
+	if m.Resident < 1<<20 || m.Peak < m.Resident || m.Anon <= 0 || m.Anon > m.Resident {
+		t.Errorf("resident %d bytes, peak %d bytes, anonymous %d bytes", m.Resident, m.Peak, m.Anon)
 	}
 	if _, err := ProcessMemory(-1); err == nil {
 		t.Error("no error for a process that does not exist")

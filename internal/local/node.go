@@ -133,6 +133,10 @@ func (n *Node) exitErr() error {
 type Memory struct {
 	Resident int64 // bytes resident now (VmRSS)
 	Peak     int64 // most bytes resident so far (VmHWM)
+	// Anon is the part of Resident that is the process's own (RssAnon);
+	// the rest is mostly pages of its binary, shared by every process
+	// running it.
+	Anon int64
 }
 
 // Memory reads the node's resident memory.
@@ -159,6 +163,8 @@ func ProcessMemory(pid int) (Memory, error) {
 			field = &m.Resident
 		case "VmHWM":
 			field = &m.Peak
+		case "RssAnon":
+			field = &m.Anon
 		default:
 			continue
 		}
