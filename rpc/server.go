@@ -328,7 +328,8 @@ type serverConn struct {
 }
 
 type runningCall struct {
-	cancel context.CancelFunc
+	cancel   context.CancelFunc
+	admitted func() // the release of an Inline call admitted at once
 }
 
 func (c *serverConn) serve() {
@@ -535,9 +536,9 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 	c.mu.Unlock()
 	c.s.calls.Add(1)
 
-	run := func(admitted func()) {
+	run := func() {
 		start := time.Now()
-		result, callErr := c.run(ctx, f, args, admitted)
+		result, callErr := c.run(ctx, f, args, rc.admitted)
 		cancel()
 		c.observe(f.info.Name, callErr, start)
 		if wantReply {
@@ -562,11 +563,12 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 		// Nothing else waits to be read: run the quick function here
 		// rather than wake a worker for it, if it may run at once.
 		if release, ok := c.s.admitNow(f); ok {
-			run(release)
+			rc.admitted = release
+			run()
 			return nil
 		}
 	}
-	c.s.runCall(func() { run(nil) })
+	c.s.runCall(run)
 	return nil
 }
 
