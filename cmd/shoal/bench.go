@@ -26,8 +26,9 @@ func newBenchCmd(g *globalOptions) *cobra.Command {
 		Use:   "bench [rpc|map|cache|all]...",
 		Short: "Measure Shoal side by side with references on this machine",
 		Long: `Run benchmark scenarios on this machine, everything on 127.0.0.1, and print
-a table of the figures on stdout (progress goes to stderr). Each scenario measures the systems it compares in
-one run, taking turns round by round, so a noisy machine slows them alike:
+a table of the figures on stdout (progress goes to stderr). Each scenario
+measures the systems it compares in one run, taking turns round by round,
+so a noisy machine slows them alike:
 
   rpc    a Shoal call against Go's net/rpc and a raw TCP echo round trip,
          with 1 and with 64 concurrent callers: calls/s, p50/p90/p99
