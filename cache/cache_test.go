@@ -13,6 +13,7 @@ import (
 
 	"github.com/bradfitz/gomemcache/memcache"
 
+	"github.com/shoalgrid/shoal/internal/breaker"
 	"github.com/shoalgrid/shoal/internal/testutil"
 )
 
@@ -116,33 +117,6 @@ func TestKeyIsDeterministicAndValid(t *testing.T) {
 	}
 	if _, err := Key("f", "1", make(chan int)); err == nil {
 		t.Error("unencodable argument accepted")
-	}
-}
-
-func TestBreaker(t *testing.T) {
-	b := &breaker{threshold: 2, cooldown: time.Second}
-	now := time.Now()
-	if !b.allow(now) || b.failure(now) || !b.allow(now) {
-		t.Fatal("one failure must not open the breaker")
-	}
-	if !b.failure(now) || b.allow(now) || b.state(now) != breakerOpen {
-		t.Fatal("two failures must open it")
-	}
-	later := now.Add(2 * time.Second)
-	if b.state(later) != breakerHalfOpen || !b.allow(later) || b.allow(later) {
-		t.Fatal("after the cooldown exactly one probe goes through")
-	}
-	b.failure(later)
-	if b.allow(later) {
-		t.Fatal("a failed probe must open it again")
-	}
-	evenLater := later.Add(2 * time.Second)
-	if !b.allow(evenLater) {
-		t.Fatal("no probe after the second cooldown")
-	}
-	b.success()
-	if b.state(evenLater) != breakerClosed || !b.allow(evenLater) || !b.allow(evenLater) {
-		t.Fatal("a good probe must close it")
 	}
 }
 
@@ -290,7 +264,7 @@ func TestOversizedValues(t *testing.T) {
 		s.SetMulti(ctx, []Item{{Key: fmt.Sprintf("big%d", i), Value: make([]byte, 700<<10)}})
 	}
 	st := s.Stats()
-	if st.TooLarge != 5 || st.Errors != 0 || st.Servers[0].Breaker != breakerClosed {
+	if st.TooLarge != 5 || st.Errors != 0 || st.Servers[0].Breaker != string(breaker.Closed) {
 		t.Fatalf("stats %+v", st)
 	}
 	if got := s.GetMulti(ctx, []string{"big0"}); len(got) != 0 {
@@ -324,7 +298,7 @@ func TestServerKilledMidRun(t *testing.T) {
 		}
 	}
 	st := c.Stats()
-	if st.Errors == 0 || breakerOf(st, victim.Addr) != breakerOpen {
+	if st.Errors == 0 || breakerOf(st, victim.Addr) != string(breaker.Open) {
 		t.Fatalf("breaker did not open: %+v", st)
 	}
 	errorsWhenOpen := st.Errors
@@ -338,7 +312,7 @@ func TestServerKilledMidRun(t *testing.T) {
 	victim.Start()
 	testutil.WaitFor(t, 10*time.Second, "the breaker to close", func() bool {
 		c.GetMulti(ctx, keys[:50])
-		return breakerOf(c.Stats(), victim.Addr) == breakerClosed
+		return breakerOf(c.Stats(), victim.Addr) == string(breaker.Closed)
 	})
 	c.SetMulti(ctx, its)
 	if got := c.GetMulti(ctx, keys); len(got) != 600 {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/bradfitz/gomemcache/memcache"
+
+	"github.com/shoalgrid/shoal/internal/breaker"
 )
 
 // MemcachedConfig configures a Memcached cache. Zero fields take the
@@ -50,7 +52,7 @@ type Memcached struct {
 	counters
 
 	mu       sync.Mutex
-	breakers map[string]*breaker
+	breakers map[string]*breaker.Breaker
 }
 
 // NewMemcached returns a cache over cfg.Servers.
@@ -80,7 +82,7 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 	client := memcache.NewFromSelector(sel)
 	client.Timeout = cfg.Timeout
 	client.MaxIdleConns = cfg.MaxIdleConns
-	m := &Memcached{cfg: cfg, sel: sel, client: client, log: cfg.Logger, breakers: make(map[string]*breaker)}
+	m := &Memcached{cfg: cfg, sel: sel, client: client, log: cfg.Logger, breakers: make(map[string]*breaker.Breaker)}
 	m.syncBreakers(cfg.Servers)
 	return m, nil
 }
@@ -101,18 +103,18 @@ func (m *Memcached) Servers() []string { return m.sel.Servers() }
 func (m *Memcached) syncBreakers(servers []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	next := make(map[string]*breaker, len(servers))
+	next := make(map[string]*breaker.Breaker, len(servers))
 	for _, s := range servers {
 		b := m.breakers[s]
 		if b == nil {
-			b = &breaker{threshold: m.cfg.BreakerThreshold, cooldown: m.cfg.BreakerCooldown}
+			b = breaker.New(m.cfg.BreakerThreshold, m.cfg.BreakerCooldown)
 		}
 		next[s] = b
 	}
 	m.breakers = next
 }
 
-func (m *Memcached) breaker(addr string) *breaker {
+func (m *Memcached) breaker(addr string) *breaker.Breaker {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.breakers[addr]
@@ -196,7 +198,7 @@ func (m *Memcached) eachServer(groups map[string][]string, f func(addr string, k
 	var wg sync.WaitGroup
 	for addr, keys := range groups {
 		b := m.breaker(addr)
-		if b == nil || !b.allow(time.Now()) {
+		if b == nil || !b.Allow(time.Now()) {
 			continue
 		}
 		wg.Add(1)
@@ -204,15 +206,15 @@ func (m *Memcached) eachServer(groups map[string][]string, f func(addr string, k
 			defer wg.Done()
 			err := f(addr, keys)
 			if err == nil || isProtocolOnly(err) {
-				if b.state(time.Now()) != breakerClosed {
+				if b.State(time.Now()) != breaker.Closed {
 					m.log.Info("cache: memcached server answers again", "server", addr)
 				}
-				b.success()
+				b.Success()
 				return
 			}
 			m.errors.Add(1)
 			m.log.Debug("cache: memcached request failed", "server", addr, "err", err)
-			if b.failure(time.Now()) {
+			if b.Failure(time.Now()) {
 				m.log.Warn("cache: memcached server failing; skipping it for a while", "server", addr,
 					"err", err, "for", m.cfg.BreakerCooldown)
 			}
@@ -249,11 +251,11 @@ func (m *Memcached) Stats() Stats {
 	s := m.counters.stats()
 	now := time.Now()
 	_ = m.sel.Each(func(a net.Addr) error {
-		state := breakerClosed
+		state := breaker.Closed
 		if b := m.breaker(a.String()); b != nil {
-			state = b.state(now)
+			state = b.State(now)
 		}
-		s.Servers = append(s.Servers, ServerStats{Addr: a.String(), Breaker: state})
+		s.Servers = append(s.Servers, ServerStats{Addr: a.String(), Breaker: string(state)})
 		return nil
 	})
 	return s
