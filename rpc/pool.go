@@ -3,81 +3,75 @@ package rpc
 import (
 	"context"
 	"sync"
+
+	"github.com/shoalgrid/shoal/internal/flight"
 )
 
 // Pool keeps one Client per server address, shared by all its users, and
 // dials again when a connection has broken. It is safe for concurrent use.
 type Pool struct {
-	cfg ClientConfig
+	cfg   ClientConfig
+	dials flight.Group[string, *Client] // concurrent Gets for one address share one dial
 
 	mu      sync.Mutex
-	clients map[string]*poolEntry
+	clients map[string]*Client
 	closed  bool
-}
-
-// poolEntry is a client being dialled (ready still open) or dialled.
-type poolEntry struct {
-	ready  chan struct{}
-	client *Client
-	err    error
 }
 
 // NewPool returns a pool whose clients are dialled with cfg.
 func NewPool(cfg ClientConfig) *Pool {
-	return &Pool{cfg: cfg, clients: make(map[string]*poolEntry)}
+	return &Pool{cfg: cfg, clients: make(map[string]*Client)}
 }
 
 // Get returns the pool's client for addr, dialling if there is none or the
 // one there has broken. Concurrent Gets for one address share one dial.
 func (p *Pool) Get(ctx context.Context, addr string) (*Client, error) {
-	for {
+	if c, err := p.cached(addr); c != nil || err != nil {
+		return c, err
+	}
+	c, err := p.dials.Do(ctx, addr, func() (*Client, error) {
+		if c, err := p.cached(addr); c != nil || err != nil {
+			return c, err // dialled while this caller waited to dial
+		}
+		c, err := Dial(ctx, addr, p.cfg)
+		if err != nil {
+			return nil, err
+		}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
+			c.Close()
 			return nil, ErrClosed
 		}
-		e := p.clients[addr]
-		if e == nil {
-			e = &poolEntry{ready: make(chan struct{})}
-			p.clients[addr] = e
-			p.mu.Unlock()
-			e.client, e.err = Dial(ctx, addr, p.cfg)
-			p.mu.Lock()
-			if e.err != nil || p.closed {
-				delete(p.clients, addr)
-			}
-			closed := p.closed
-			p.mu.Unlock()
-			close(e.ready)
-			if closed && e.client != nil {
-				e.client.Close()
-				return nil, ErrClosed
-			}
-			return e.client, e.err
-		}
+		broken := p.clients[addr]
+		p.clients[addr] = c
 		p.mu.Unlock()
-
-		select {
-		case <-e.ready:
-		case <-ctx.Done():
-			return nil, contextError("dial "+addr, ctx.Err())
+		if broken != nil {
+			broken.Close()
 		}
-		if e.err == nil && e.client.Err() == nil {
-			return e.client, nil
-		}
-		// Broken or failed: forget it and dial again.
-		p.mu.Lock()
-		if p.clients[addr] == e {
-			delete(p.clients, addr)
-		}
-		p.mu.Unlock()
-		if e.client != nil {
-			e.client.Close()
-		}
+		return c, nil
+	})
+	if err != nil && err == ctx.Err() {
+		return nil, contextError("dial "+addr, err) // gave up waiting for another caller's dial
 	}
+	return c, err
 }
 
-// Call calls method on the server at addr through the pool's client.
+// cached returns the live client for addr, if there is one, or ErrClosed.
+func (p *Pool) cached(addr string) (*Client, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	if c := p.clients[addr]; c != nil && c.Err() == nil {
+		return c, nil
+	}
+	return nil, nil
+}
+
+// Call calls method on the server at addr through the pool's client. With
+// it a *Pool is the grid package's Caller.
 func (p *Pool) Call(ctx context.Context, addr, method string, result any, args ...any) error {
 	c, err := p.Get(ctx, addr)
 	if err != nil {
@@ -86,18 +80,16 @@ func (p *Pool) Call(ctx context.Context, addr, method string, result any, args .
 	return c.Call(ctx, method, result, args...)
 }
 
-// Close closes every client in the pool; later Gets fail with ErrClosed.
+// Close closes every client in the pool; later Gets fail with ErrClosed,
+// and a dial under way closes its client when it completes.
 func (p *Pool) Close() error {
 	p.mu.Lock()
 	p.closed = true
-	entries := p.clients
-	p.clients = make(map[string]*poolEntry)
+	clients := p.clients
+	p.clients = make(map[string]*Client)
 	p.mu.Unlock()
-	for _, e := range entries {
-		<-e.ready
-		if e.client != nil {
-			e.client.Close()
-		}
+	for _, c := range clients {
+		c.Close()
 	}
 	return nil
 }
