@@ -109,11 +109,11 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		conn, err = d.DialContext(ctx, "tcp", addr)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("rpc: dial %s: %w", addr, err)
+		return nil, &DialError{Addr: addr, Err: err}
 	}
 	c := NewClient(conn, cfg)
 	if cfg.Token != "" {
-		if err := c.Call(ctx, "shoal.auth", nil, cfg.Token); err != nil {
+		if err := c.Call(ctx, MethodAuth, nil, cfg.Token); err != nil {
 			c.Close()
 			return nil, fmt.Errorf("rpc: authenticate to %s: %w", addr, err)
 		}
@@ -274,7 +274,7 @@ func (c *Client) abandon(call *Call, ctxErr error) {
 	}
 	// The cancel goes out before the caller hears back, so a caller that
 	// closes the client at once still stops the work on the server.
-	if err := c.Notify("shoal.cancel", call.id); err != nil {
+	if err := c.Notify(MethodCancel, call.id); err != nil {
 		c.log.Debug("rpc: could not send cancel", "addr", c.addr, "err", err)
 	}
 	call.Error = contextError(call.Method, ctxErr)
@@ -390,7 +390,7 @@ func (c *Client) complete(call *Call, dec *decoder) {
 	case err != nil:
 		call.Error = &DecodeError{Method: call.Method, Err: fmt.Errorf("decoding error value: %w", err)}
 	case errVal != nil:
-		call.Error = parseWireError(errVal)
+		call.Error = ParseError(errVal)
 	case call.Result != nil:
 		if err := dec.dec.Decode(call.Result); err != nil {
 			call.Error = &DecodeError{Method: call.Method, Err: err}

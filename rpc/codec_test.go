@@ -218,7 +218,7 @@ func TestParseWireError(t *testing.T) {
 		{"CustomKind: x", Kind("CustomKind"), "x"},
 	}
 	for _, tc := range cases {
-		e := parseWireError(tc.in)
+		e := ParseError(tc.in)
 		if e.Kind != tc.kind || e.Message != tc.msg {
 			t.Errorf("parse %v = (%q, %q), want (%q, %q)", tc.in, e.Kind, e.Message, tc.kind, tc.msg)
 		}
@@ -226,7 +226,7 @@ func TestParseWireError(t *testing.T) {
 	// What a server sends parses back to the same error.
 	for kind := range knownKinds {
 		orig := &Error{Kind: kind, Message: "m: n"}
-		if back := parseWireError(orig.Error()); *back != *orig {
+		if back := ParseError(orig.Error()); *back != *orig {
 			t.Errorf("round trip of %v gave %v", orig, back)
 		}
 	}
@@ -243,8 +243,8 @@ func TestToError(t *testing.T) {
 		{contextError("x", context.DeadlineExceeded), KindTimeout},
 	}
 	for _, tc := range cases {
-		if got := toError(tc.in); got.Kind != tc.kind {
-			t.Errorf("toError(%v) kind %q, want %q", tc.in, got.Kind, tc.kind)
+		if got := ErrorOf(tc.in); got.Kind != tc.kind {
+			t.Errorf("ErrorOf(%v) kind %q, want %q", tc.in, got.Kind, tc.kind)
 		}
 	}
 }

@@ -33,7 +33,7 @@ const (
 	KindUnavailable Kind = "Unavailable"
 	// KindRemote is given to an error from a peer that did not use the
 	// "<Kind>: <message>" form (a third-party server, for example).
-	KindRemote Kind = "RemoteError"
+	KindRemote Kind = "Remote"
 )
 
 var knownKinds = map[Kind]bool{
@@ -86,10 +86,10 @@ func (e *Error) Is(target error) bool {
 // Unwrap returns the local cause, such as context.DeadlineExceeded, if any.
 func (e *Error) Unwrap() error { return e.cause }
 
-// parseWireError turns an error object received from a peer into an *Error.
-// A string "<Kind>: <message>" whose Kind is a single word keeps that kind;
-// anything else becomes KindRemote with the whole value as its message.
-func parseWireError(v any) *Error {
+// ParseError turns an error received on the wire into an *Error. A string
+// "<Kind>: <message>" whose Kind is a single word keeps that kind; anything
+// else becomes KindRemote with the whole value as its message.
+func ParseError(v any) *Error {
 	s, ok := v.(string)
 	if !ok {
 		if b, isBytes := v.([]byte); isBytes {
@@ -121,20 +121,12 @@ func isKindWord(s string) bool {
 	return true
 }
 
-// ErrorOf converts err into the *Error a caller would receive for it: an
-// *Error anywhere in the chain keeps its kind, a context error becomes
-// Timeout or Canceled, anything else is a FunctionError. Its Error() is
-// the wire form "<Kind>: <message>".
-func ErrorOf(err error) *Error { return toError(err) }
-
-// ParseError turns an error received on the wire (normally a string
-// "<Kind>: <message>") back into an *Error.
-func ParseError(v any) *Error { return parseWireError(v) }
-
-// toError converts what a function returned into the *Error sent to the
-// caller: an *Error anywhere in the chain keeps its kind, a context error
-// becomes Timeout or Canceled, anything else is a FunctionError.
-func toError(err error) *Error {
+// ErrorOf converts err into the *Error a caller receives for it, as a
+// server does with what a function returned: an *Error anywhere in the
+// chain keeps its kind, a context error becomes Timeout or Canceled,
+// anything else is a FunctionError. Its Error() is the wire form
+// "<Kind>: <message>".
+func ErrorOf(err error) *Error {
 	var e *Error
 	if errors.As(err, &e) {
 		return e
@@ -174,6 +166,17 @@ func (e *ConnError) Error() string {
 
 func (e *ConnError) Unwrap() error { return e.Err }
 
+// DialError reports that a connection to a server could not be made: nobody
+// listens there, the address does not resolve, the TLS handshake failed.
+type DialError struct {
+	Addr string // the address dialled
+	Err  error  // why it failed
+}
+
+func (e *DialError) Error() string { return fmt.Sprintf("rpc: dial %s: %v", e.Addr, e.Err) }
+
+func (e *DialError) Unwrap() error { return e.Err }
+
 // ProtocolError reports bytes that are not a valid msgpack-rpc message or a
 // message that breaks one of the reader's bounds. The connection that
 // carried it is closed.
@@ -185,11 +188,13 @@ func (e *ProtocolError) Error() string { return "rpc: protocol error: " + e.Reas
 
 // Retryable reports whether a call that failed with err may succeed if tried
 // again, on this server later or on another: the server was overloaded or
-// shutting down, the call timed out, or the connection broke.
+// shutting down, the call timed out, the connection broke or could not be
+// made.
 func Retryable(err error) bool {
 	var ce *ConnError
+	var de *DialError
 	switch {
-	case errors.As(err, &ce):
+	case errors.As(err, &ce), errors.As(err, &de):
 		return true
 	case errors.Is(err, ErrOverloaded), errors.Is(err, ErrUnavailable), errors.Is(err, ErrTimeout):
 		return true

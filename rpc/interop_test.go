@@ -47,7 +47,7 @@ func TestNeovimClientInterop(t *testing.T) {
 		t.Fatalf("error value %q, want the \"<Kind>: <message>\" string", got)
 	}
 	// And that string parses back to the kind a Go caller would see.
-	if e := parseWireError(nvErr.Value); !errors.Is(e, ErrFunctionError) || e.Message != "out of cheese" {
+	if e := ParseError(nvErr.Value); !errors.Is(e, ErrFunctionError) || e.Message != "out of cheese" {
 		t.Fatalf("parsed %v", e)
 	}
 

@@ -18,6 +18,20 @@ import (
 // user functions may not use it.
 const ReservedPrefix = "shoal."
 
+// The methods every Server answers itself, on the connection's reader.
+const (
+	// MethodPing answers "pong".
+	MethodPing = "shoal.ping"
+	// MethodDescribe answers the registered functions as []FunctionInfo.
+	MethodDescribe = "shoal.describe"
+	// MethodAuth [token] authenticates the connection; a wrong token
+	// closes it.
+	MethodAuth = "shoal.auth"
+	// MethodCancel [msgid, ...] ends the context of the caller's running
+	// calls with those ids, as a request or a notification.
+	MethodCancel = "shoal.cancel"
+)
+
 // FunctionInfo describes a registered function; shoal.describe returns a
 // list of them.
 type FunctionInfo struct {
@@ -245,7 +259,7 @@ func (f *function) call(ctx context.Context, args []reflect.Value) (result any, 
 	out := f.fn.Call(args)
 	if f.withErr {
 		if err, _ := out[len(out)-1].Interface().(error); err != nil {
-			return nil, toError(err)
+			return nil, ErrorOf(err)
 		}
 	}
 	if f.result {
@@ -339,7 +353,7 @@ func checkSystemName(name string) error {
 		return fmt.Errorf("rpc: register system method %q: name must start with %q", name, ReservedPrefix)
 	}
 	switch name {
-	case "shoal.ping", "shoal.describe", "shoal.auth", "shoal.cancel":
+	case MethodPing, MethodDescribe, MethodAuth, MethodCancel:
 		return fmt.Errorf("rpc: register system method %q: built into the server", name)
 	}
 	return nil

@@ -425,7 +425,7 @@ func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
 	}
 
 	id := env.id
-	if !c.authed && env.method != "shoal.auth" {
+	if !c.authed && env.method != MethodAuth {
 		c.reply(id, &Error{Kind: KindUnauthorized, Message: "call shoal.auth with the server's token first"}, nil)
 		return nil
 	}
@@ -439,7 +439,7 @@ func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
 		result, callErr := c.builtin(dec, env.method, n)
 		c.observe(env.method, callErr, start)
 		c.reply(id, callErr, result)
-		if env.method == "shoal.auth" && callErr != nil {
+		if env.method == MethodAuth && callErr != nil {
 			// One guess per connection makes guessing the token slow.
 			c.w.flushed()
 			return errWrongToken
@@ -469,7 +469,7 @@ func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
 // isBuiltin reports whether method is answered by the reader itself.
 func isBuiltin(method string) bool {
 	switch method {
-	case "shoal.ping", "shoal.describe", "shoal.auth", "shoal.cancel":
+	case MethodPing, MethodDescribe, MethodAuth, MethodCancel:
 		return true
 	}
 	return false
@@ -494,7 +494,7 @@ func (c *serverConn) notification(dec *decoder, method string) {
 	if !ok || !c.authed {
 		return
 	}
-	if method == "shoal.cancel" {
+	if method == MethodCancel {
 		c.cancelCalls(dec, n)
 		return
 	}
@@ -580,7 +580,7 @@ func (c *serverConn) run(ctx context.Context, f *function, args []reflect.Value,
 	} else if c.s.cfg.Admit != nil && !f.system {
 		release, err := c.s.cfg.Admit(ctx, f.info)
 		if err != nil {
-			return nil, toError(err)
+			return nil, ErrorOf(err)
 		}
 		defer release()
 	}
@@ -607,11 +607,11 @@ func (s *Server) admitNow(f *function) (release func(), ok bool) {
 // builtin answers the methods the reader serves itself.
 func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 	switch method {
-	case "shoal.ping":
+	case MethodPing:
 		return "pong", nil
-	case "shoal.describe":
+	case MethodDescribe:
 		return c.s.reg.list(), nil
-	case "shoal.auth":
+	case MethodAuth:
 		var token string
 		if n != 1 || dec.dec.Decode(&token) != nil {
 			return nil, &Error{Kind: KindBadArguments, Message: "shoal.auth takes one string: the token"}
@@ -621,7 +621,7 @@ func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 		}
 		c.authed = true
 		return true, nil
-	case "shoal.cancel":
+	case MethodCancel:
 		return c.cancelCalls(dec, n), nil
 	}
 	panic("rpc: not a built-in method: " + method)
