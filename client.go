@@ -5,6 +5,10 @@
 //	c, err := shoal.Dial(ctx, shoal.Config{Seeds: []string{"127.0.0.1:7373"}})
 //	defer c.Close()
 //	squares, err := shoal.Map[int, int](ctx, c, "square", []int{1, 2, 3})
+//
+// The client keeps a grid.View of the members and their functions, read
+// from a node every Config.Refresh, and routes by it; it links no gossip
+// or metrics library.
 package shoal
 
 import (
@@ -13,16 +17,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
-	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/shoalgrid/shoal/cache"
-	"github.com/shoalgrid/shoal/node"
+	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/internal/portprobe"
 	"github.com/shoalgrid/shoal/rpc"
-	"github.com/shoalgrid/shoal/scheduler"
 )
 
 // Config configures a Client.
@@ -43,30 +45,54 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Client talks to a grid. It keeps the member list fresh and one
+// ErrNoSeed is matched (with errors.Is) by Dial's error when no seed
+// answered as a Shoal node.
+var ErrNoSeed = errors.New("shoal: no seed answered")
+
+// SeedError is Dial's error when no seed answered as a Shoal node: what
+// went wrong at each seed, in order.
+type SeedError struct {
+	Seeds []string
+	Errs  []error // Errs[i] is what happened at Seeds[i]
+}
+
+func (e *SeedError) Error() string {
+	parts := make([]string, len(e.Errs))
+	for i, err := range e.Errs {
+		parts[i] = err.Error()
+	}
+	return "shoal: no seed answered: " + strings.Join(parts, "; ")
+}
+
+// Is makes errors.Is(err, ErrNoSeed) hold.
+func (e *SeedError) Is(target error) bool { return target == ErrNoSeed }
+
+// Unwrap returns each seed's error.
+func (e *SeedError) Unwrap() []error { return e.Errs }
+
+// Client talks to a grid. It keeps the member view fresh and one
 // connection per node; it is safe for concurrent use. Close it when done.
 type Client struct {
 	cfg       Config
 	log       *slog.Logger
 	pool      *rpc.Pool
+	stub      grid.Stub
+	views     grid.Views
 	cache     cache.Cache
 	ownsCache bool
 	ctx       context.Context
 	stop      context.CancelFunc
 	wg        sync.WaitGroup
-
-	mu        sync.Mutex
-	members   []node.Member
-	offered   map[string][]string // function name to the nodes offering it
-	functions map[string]node.GridFunction
-	watchers  map[chan string]struct{}
 }
 
 // Dial connects to the first seed that answers, reads the grid's members
-// and functions, and keeps them fresh until Close.
+// and functions, and keeps them fresh until Close. When no seed answers
+// the error is a *SeedError, which says for each seed what went wrong,
+// naming it when the address is another kind of port (a node's gossip or
+// HTTP address, say).
 func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if len(cfg.Seeds) == 0 {
-		return nil, errors.New("shoal: no seeds given")
+		return nil, errors.New("shoal: no seeds given: name the RPC address (HOST:PORT) of a node")
 	}
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = time.Second
@@ -75,16 +101,17 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	c := &Client{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		pool:     rpc.NewPool(rpc.ClientConfig{Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger}),
-		cache:    cfg.Cache,
-		watchers: make(map[chan string]struct{}),
+		cfg:   cfg,
+		log:   cfg.Logger,
+		pool:  rpc.NewPool(rpc.ClientConfig{Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger}),
+		cache: cfg.Cache,
 	}
+	c.stub = grid.Stub{Caller: c.pool}
 	c.ctx, c.stop = context.WithCancel(context.Background())
-	var errs []string
+	seedErr := &SeedError{}
 	for _, seed := range cfg.Seeds {
-		err := c.refreshFrom(ctx, strings.TrimSpace(seed))
+		seed = strings.TrimSpace(seed)
+		err := c.refreshFrom(ctx, seed)
 		if err == nil {
 			break
 		}
@@ -92,11 +119,12 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			c.Close()
 			return nil, err
 		}
-		errs = append(errs, err.Error())
+		seedErr.Seeds = append(seedErr.Seeds, seed)
+		seedErr.Errs = append(seedErr.Errs, explainSeed(ctx, seed, err))
 	}
-	if c.members == nil {
+	if view, _ := c.views.View(); view == nil {
 		c.Close()
-		return nil, fmt.Errorf("shoal: no seed answered: %s", strings.Join(errs, "; "))
+		return nil, seedErr
 	}
 	if c.cache == nil {
 		if err := c.discoverCache(ctx); err != nil {
@@ -108,96 +136,60 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// discoverCache uses the memcached servers the nodes write results to.
-func (c *Client) discoverCache(ctx context.Context) error {
-	var servers []string
-	if err := c.callAny(ctx, "shoal.cache", &servers); err != nil || len(servers) == 0 {
-		return err
+// explainSeed names what answered at a seed that failed as a grid node,
+// when it is something else: a node's gossip or HTTP port, or a plain
+// msgpack-rpc server.
+func explainSeed(ctx context.Context, seed string, err error) error {
+	if errors.Is(err, rpc.ErrUnknownFunction) {
+		return fmt.Errorf("%s answers msgpack-rpc but is not a Shoal node (it has no %s)", seed, grid.MethodMembers)
 	}
-	mc, err := cache.NewMemcached(cache.MemcachedConfig{Servers: servers, Logger: c.log})
-	if err != nil {
-		return err
+	var dial *rpc.DialError
+	if errors.As(err, &dial) || ctx.Err() != nil {
+		return err // nothing answered there to identify
 	}
-	c.cache, c.ownsCache = mc, true
-	return nil
+	pctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	switch portprobe.Identify(pctx, seed) {
+	case portprobe.Gossip:
+		return fmt.Errorf("%s is a node's gossip address, not its RPC address", seed)
+	case portprobe.HTTP:
+		return fmt.Errorf("%s is an HTTP address (a node's --http?), not a node's RPC address", seed)
+	}
+	return fmt.Errorf("%s: %w", seed, err)
 }
 
-// callAny calls a method on the first live member that answers.
-func (c *Client) callAny(ctx context.Context, method string, result any, args ...any) error {
+// discoverCache uses the memcached servers the nodes write results to.
+func (c *Client) discoverCache(ctx context.Context) error {
 	var last error = errors.New("no live member")
-	for _, m := range c.Members() {
-		if m.State != node.StateAlive {
+	for _, m := range c.view().Alive() {
+		servers, err := c.stub.CacheServers(ctx, m.RPC)
+		if err != nil {
+			last = err
 			continue
 		}
-		cl, err := c.pool.Get(ctx, m.RPC)
-		if err == nil {
-			if err = cl.Call(ctx, method, result, args...); err == nil {
-				return nil
-			}
+		if len(servers) == 0 {
+			return nil
 		}
-		last = err
+		mc, err := cache.NewMemcached(cache.MemcachedConfig{Servers: servers, Logger: c.log})
+		if err != nil {
+			return err
+		}
+		c.cache, c.ownsCache = mc, true
+		return nil
 	}
 	return last
 }
 
-// refreshFrom reads members and functions from the node at addr.
+// refreshFrom reads the view from the node at addr and installs it.
 func (c *Client) refreshFrom(ctx context.Context, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	cl, err := c.pool.Get(ctx, addr)
+	view, err := c.stub.View(ctx, addr)
 	if err != nil {
 		return err
 	}
-	var members []node.Member
-	if err := cl.Call(ctx, "shoal.members", &members); err != nil {
-		return err
-	}
-	var fns []node.GridFunction
-	if err := cl.Call(ctx, "shoal.functions", &fns); err != nil {
-		return err
-	}
-	c.update(members, fns)
+	c.views.Set(view)
 	return nil
-}
-
-// update installs a new view and tells running jobs of nodes gone.
-func (c *Client) update(members []node.Member, fns []node.GridFunction) {
-	offered := make(map[string][]string, len(fns))
-	functions := make(map[string]node.GridFunction, len(fns))
-	for _, f := range fns {
-		offered[f.Name] = f.Nodes
-		functions[f.Name] = f
-	}
-	c.mu.Lock()
-	wasAlive := make(map[string]bool)
-	for _, m := range c.members {
-		if m.State == node.StateAlive {
-			wasAlive[m.Name] = true
-		}
-	}
-	var gone []string
-	seen := make(map[string]bool)
-	for _, m := range members {
-		seen[m.Name] = true
-		if wasAlive[m.Name] && (m.State == node.StateDead || m.State == node.StateLeft) {
-			gone = append(gone, m.Name)
-		}
-	}
-	for name := range wasAlive {
-		if !seen[name] {
-			gone = append(gone, name)
-		}
-	}
-	c.members, c.offered, c.functions = members, offered, functions
-	for w := range c.watchers {
-		for _, name := range gone {
-			select {
-			case w <- name:
-			default: // the job will find out at its next refresh
-			}
-		}
-	}
-	c.mu.Unlock()
 }
 
 func (c *Client) refreshLoop() {
@@ -216,18 +208,25 @@ func (c *Client) refreshLoop() {
 	}
 }
 
-// refresh re-reads the member list from the first live member that answers.
+// refresh re-reads the view from the first live member that answers.
 func (c *Client) refresh(ctx context.Context) error {
 	var err error = errors.New("no live member")
-	for _, m := range c.Members() {
-		if m.State == node.StateAlive {
-			if err = c.refreshFrom(ctx, m.RPC); err == nil {
-				return nil
-			}
+	for _, m := range c.view().Alive() {
+		if err = c.refreshFrom(ctx, m.RPC); err == nil {
+			return nil
 		}
 	}
 	return err
 }
+
+func (c *Client) view() *grid.View {
+	v, _ := c.views.View()
+	return v
+}
+
+// View returns the client's latest view of the grid: its members and the
+// functions they offer.
+func (c *Client) View() *grid.View { return c.view() }
 
 // WaitForMembers waits until at least n members are alive in the client's
 // view, re-reading the member list every 50ms meanwhile, and returns ctx's
@@ -237,12 +236,7 @@ func (c *Client) WaitForMembers(ctx context.Context, n int) error {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	for {
-		alive := 0
-		for _, m := range c.Members() {
-			if m.State == node.StateAlive {
-				alive++
-			}
-		}
+		alive := len(c.view().Alive())
 		if alive >= n {
 			return nil
 		}
@@ -256,55 +250,56 @@ func (c *Client) WaitForMembers(ctx context.Context, n int) error {
 }
 
 // Members returns the members as last read, sorted by name.
-func (c *Client) Members() []node.Member {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.members)
-}
+func (c *Client) Members() []grid.Member { return c.view().Members() }
 
-// workers returns the live members offering fn, with their load.
-func (c *Client) workers(fn string) []node.Member {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	offering := make(map[string]bool)
-	for _, name := range c.offered[fn] {
-		offering[name] = true
-	}
-	var out []node.Member
-	for _, m := range c.members {
-		if offering[m.Name] && m.State == node.StateAlive {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// function returns the grid's description of fn.
-func (c *Client) function(fn string) (node.GridFunction, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	f, ok := c.functions[fn]
-	return f, ok
-}
+// Functions returns the functions the live members offer, as last read,
+// sorted by name.
+func (c *Client) Functions() []grid.Function { return c.view().Functions() }
 
 // Call calls fn with args on the live node offering it with the least load
-// for its slots, and decodes the result into out (a pointer, or nil).
+// for its slots, and decodes the result into out (a pointer, or nil). If
+// that node is draining (Unavailable), overloaded, unreachable or its
+// connection breaks, the call is tried once more on the next least loaded
+// node, so that a rolling restart does not fail single calls; a function
+// that must not run twice should not count on a broken connection meaning
+// it did not run.
 func (c *Client) Call(ctx context.Context, fn string, out any, args ...any) error {
-	best, bestLoad := "", math.Inf(1)
-	for _, m := range c.workers(fn) {
-		load := float64(m.Running+m.Queued) / float64(max(m.Slots, 1))
-		if load < bestLoad {
-			best, bestLoad = m.RPC, load
+	view := c.view()
+	candidates := view.Candidates(fn)
+	if len(candidates) == 0 {
+		return unknownFunction(view, fn)
+	}
+	var err error
+	for i, m := range candidates[:min(2, len(candidates))] {
+		if i > 0 {
+			c.log.Debug("call retried on the next node", "function", fn, "node", m.RPC, "after", err)
+		}
+		c.log.Debug("call sent", "function", fn, "node", m.RPC)
+		err = c.pool.Call(ctx, m.RPC, fn, out, args...)
+		if err == nil || !retryElsewhere(err) || ctx.Err() != nil {
+			return err
 		}
 	}
-	if best == "" {
-		return rpc.Errorf(rpc.KindUnknownFunction, "no live node offers %q", fn)
+	return err
+}
+
+// retryElsewhere reports errors after which another node may well succeed:
+// the node is draining or overloaded, or cannot be reached.
+func retryElsewhere(err error) bool {
+	var conn *rpc.ConnError
+	var dial *rpc.DialError
+	return errors.Is(err, rpc.ErrUnavailable) || errors.Is(err, rpc.ErrOverloaded) ||
+		errors.As(err, &conn) || errors.As(err, &dial)
+}
+
+// unknownFunction is the error for a function no live node offers, with
+// the names it may be a misspelling of.
+func unknownFunction(view *grid.View, fn string) error {
+	msg := fmt.Sprintf("no live node offers %q", fn)
+	if s := view.Suggest(fn); len(s) > 0 {
+		msg += fmt.Sprintf("; did you mean %q?", s[0])
 	}
-	cl, err := c.pool.Get(ctx, best)
-	if err != nil {
-		return err
-	}
-	return cl.Call(ctx, fn, out, args...)
+	return rpc.Errorf(rpc.KindUnknownFunction, "%s", msg)
 }
 
 // Close stops the refresh and closes every connection.
@@ -317,38 +312,3 @@ func (c *Client) Close() error {
 	}
 	return nil
 }
-
-// jobGrid is one job's view of the client, with its own channel of nodes
-// gone.
-type jobGrid struct {
-	c    *Client
-	gone chan string
-}
-
-func (c *Client) newJobGrid() *jobGrid {
-	g := &jobGrid{c: c, gone: make(chan string, 16)}
-	c.mu.Lock()
-	c.watchers[g.gone] = struct{}{}
-	c.mu.Unlock()
-	return g
-}
-
-func (g *jobGrid) close() {
-	g.c.mu.Lock()
-	delete(g.c.watchers, g.gone)
-	g.c.mu.Unlock()
-}
-
-func (g *jobGrid) Workers(ctx context.Context, fn string) ([]scheduler.Worker, error) {
-	var out []scheduler.Worker
-	for _, m := range g.c.workers(fn) {
-		out = append(out, scheduler.Worker{Name: m.Name, Addr: m.RPC, Slots: m.Slots})
-	}
-	return out, nil
-}
-
-func (g *jobGrid) Client(ctx context.Context, addr string) (*rpc.Client, error) {
-	return g.c.pool.Get(ctx, addr)
-}
-
-func (g *jobGrid) Gone() <-chan string { return g.gone }

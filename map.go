@@ -36,15 +36,30 @@ type Stats = scheduler.Stats
 type Option func(*jobOptions)
 
 type jobOptions struct {
+	err      error // a bad option, reported before the job starts
 	sched    scheduler.Options
 	noCache  bool
 	progress func(done, total int)
 	stats    *Stats
 }
 
-// WithRetries sets how many times an item is tried (default 3).
-func WithRetries(attempts int) Option {
-	return func(o *jobOptions) { o.sched.Attempts = attempts }
+// WithAttempts sets how many times an item is tried in all, the first
+// try included (default 3); items failing for a retryable reason (a lost
+// node, a broken connection, a timeout, an overloaded node) are retried up
+// to that. Stats.Retries counts the tries beyond each item's first.
+func WithAttempts(n int) Option {
+	return func(o *jobOptions) {
+		if n < 1 {
+			o.fail(fmt.Errorf("shoal: WithAttempts(%d): an item needs at least one attempt", n))
+		}
+		o.sched.Attempts = n
+	}
+}
+
+func (o *jobOptions) fail(err error) {
+	if o.err == nil {
+		o.err = err
+	}
 }
 
 // WithRetryFunctionErrors retries items whose function failed, not only
@@ -55,12 +70,24 @@ func WithRetryFunctionErrors() Option {
 
 // WithTimeout bounds each item; its context ends on the node too.
 func WithTimeout(d time.Duration) Option {
-	return func(o *jobOptions) { o.sched.ItemTimeout = d }
+	return func(o *jobOptions) {
+		if d < 0 {
+			o.fail(fmt.Errorf("shoal: WithTimeout(%v): a timeout cannot be negative", d))
+		}
+		o.sched.ItemTimeout = d
+	}
 }
 
 // WithChunkSize fixes how many items travel per call (default: sized from
 // each item's measured cost).
-func WithChunkSize(n int) Option { return func(o *jobOptions) { o.sched.ChunkSize = n } }
+func WithChunkSize(n int) Option {
+	return func(o *jobOptions) {
+		if n < 0 {
+			o.fail(fmt.Errorf("shoal: WithChunkSize(%d): a chunk cannot hold fewer than 0 items (0 sizes chunks by item cost)", n))
+		}
+		o.sched.ChunkSize = n
+	}
+}
 
 // WithHedging re-issues the slowest chunks at the tail of the job to idle
 // nodes; the first answer wins.
@@ -128,6 +155,10 @@ func Stream[In, Out any](ctx context.Context, c *Client, fn string, inputs []In,
 		for _, opt := range opts {
 			opt(&o)
 		}
+		if o.err != nil {
+			yield(Item[Out]{}, o.err)
+			return
+		}
 		items := make([]msgpack.RawMessage, len(inputs))
 		for i, in := range inputs {
 			var err error
@@ -136,16 +167,18 @@ func Stream[In, Out any](ctx context.Context, c *Client, fn string, inputs []In,
 				return
 			}
 		}
-		if f, ok := c.function(fn); ok {
-			o.sched.Version = f.Version
-			if f.Cacheable && !o.noCache {
-				o.sched.Cache = c.cache
-			}
+		view := c.view()
+		f, ok := view.Function(fn)
+		if !ok {
+			yield(Item[Out]{}, unknownFunction(view, fn))
+			return
+		}
+		o.sched.Version = f.Version
+		if f.Cacheable && !o.noCache {
+			o.sched.Cache = c.cache
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		grid := c.newJobGrid()
-		defer grid.close()
 
 		results := make(chan scheduler.Result, 256)
 		type outcome struct {
@@ -154,7 +187,8 @@ func Stream[In, Out any](ctx context.Context, c *Client, fn string, inputs []In,
 		}
 		finished := make(chan outcome, 1)
 		go func() {
-			st, err := scheduler.Run(ctx, grid, fn, items, o.sched, func(r scheduler.Result) { results <- r })
+			g := scheduler.Grid{Caller: c.pool, Members: &c.views}
+			st, err := scheduler.Run(ctx, g, fn, items, o.sched, func(r scheduler.Result) { results <- r })
 			close(results)
 			finished <- outcome{st, err}
 		}()

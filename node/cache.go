@@ -141,7 +141,7 @@ func (n *Node) followCacheRing() {
 	}
 	var servers []string
 	for _, m := range n.Members() {
-		if m.CacheAddr != "" && (m.State == StateAlive || m.State == StateSuspect) {
+		if m.CacheAddr != "" && !m.Gone() {
 			servers = append(servers, m.CacheAddr)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/rpc"
 )
 
@@ -78,7 +79,7 @@ type memberCollector Node
 func (c *memberCollector) Describe(ch chan<- *prometheus.Desc) { ch <- membersDesc }
 
 func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
-	counts := map[string]int{StateAlive: 0, StateSuspect: 0, StateDead: 0, StateLeft: 0}
+	counts := map[string]int{grid.StateAlive: 0, grid.StateSuspect: 0, grid.StateDead: 0, grid.StateLeft: 0}
 	for _, m := range (*Node)(c).Members() {
 		counts[m.State]++
 	}

@@ -7,15 +7,15 @@ import (
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/rpc"
-	"github.com/shoalgrid/shoal/scheduler"
 )
 
 // mapChunk serves shoal.map: it takes one executor slot for the whole
 // chunk and runs the items in order, each with its own timeout, so the
 // function's context ends on the node when an item's time is up or the
 // caller cancels.
-func (n *Node) mapChunk(ctx context.Context, req scheduler.MapRequest) ([]scheduler.MapResult, error) {
+func (n *Node) mapChunk(ctx context.Context, req grid.MapRequest) ([]grid.MapResult, error) {
 	if _, ok := n.srv.Lookup(req.Function); !ok {
 		return nil, rpc.Errorf(rpc.KindUnknownFunction, "no function named %q", req.Function)
 	}
@@ -24,7 +24,7 @@ func (n *Node) mapChunk(ctx context.Context, req scheduler.MapRequest) ([]schedu
 		return nil, err
 	}
 	defer release()
-	out := make([]scheduler.MapResult, len(req.Items))
+	out := make([]grid.MapResult, len(req.Items))
 	for i, params := range req.Items {
 		if err := ctx.Err(); err != nil {
 			out[i].Error = rpc.ErrorOf(err).Error()

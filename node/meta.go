@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strconv"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -61,3 +62,79 @@ func functionDigest(fns []rpc.FunctionInfo) string {
 	}
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
+
+// currentMeta is the metadata the node would gossip now.
+func (n *Node) currentMeta() meta {
+	running, queued := n.exec.Load()
+	return meta{
+		RPC:     n.RPCAddr(),
+		HTTP:    n.HTTPAddr(),
+		Slots:   n.exec.Slots(),
+		Running: running,
+		Queued:  queued,
+		Cache:   n.cfg.CacheAddr,
+		Digest:  functionDigest(n.srv.Functions()),
+		Version: n.version,
+		Leaving: n.draining.Load(),
+	}
+}
+
+// announce gossips the node's current metadata if it changed, waiting at
+// most timeout for the broadcast to go out.
+func (n *Node) announce(timeout time.Duration) {
+	m := n.currentMeta()
+	n.metaMu.Lock()
+	changed := m != n.lastMeta
+	n.lastMeta = m
+	n.metaMu.Unlock()
+	if changed {
+		if err := n.ml.UpdateNode(timeout); err != nil {
+			n.log.Debug("metadata update not confirmed", "err", err)
+		}
+	}
+}
+
+// gossipLoad announces changes of load and function set, at most once per
+// Timing.LoadInterval, and forgets long-gone members.
+func (n *Node) gossipLoad() {
+	t := time.NewTicker(n.cfg.Timing.LoadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		n.forgetGone()
+		n.announce(n.cfg.Timing.LoadInterval)
+	}
+}
+
+// metaDelegate hands memberlist the node's metadata.
+type metaDelegate Node
+
+// NodeMeta hands memberlist the metadata last announced.
+func (d *metaDelegate) NodeMeta(limit int) []byte {
+	n := (*Node)(d)
+	n.metaMu.Lock()
+	m := n.lastMeta
+	n.metaMu.Unlock()
+	b, err := m.encode()
+	if err != nil || len(b) > limit {
+		n.log.Error("metadata does not fit", "bytes", len(b), "limit", limit, "err", err)
+		return nil
+	}
+	return b
+}
+
+// NotifyMsg ignores user messages: the node sends none.
+func (d *metaDelegate) NotifyMsg([]byte) {}
+
+// GetBroadcasts has nothing to add to gossip.
+func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+
+// LocalState has no state beyond the metadata to exchange.
+func (d *metaDelegate) LocalState(join bool) []byte { return nil }
+
+// MergeRemoteState has nothing to merge.
+func (d *metaDelegate) MergeRemoteState(buf []byte, join bool) {}

@@ -1,16 +1,23 @@
 // Package node runs one peer of a Shoal grid: a memberlist gossip member
 // beside an RPC server whose user functions run on a bounded executor, and
 // an HTTP endpoint for health, readiness, Prometheus metrics and the member
-// list.
+// list. It serves the grid protocol of package grid: shoal.members,
+// shoal.functions, shoal.cache and shoal.map, besides the rpc package's
+// built-ins.
 //
-//	n, err := node.New(node.DefaultConfig())
-//	n.Register("square", func(x int) int { return x * x }, rpc.Cacheable())
-//	err = n.Start(ctx)            // listens, gossips, joins cfg.Join
-//	defer n.Shutdown(context.Background())
+//	cfg := node.DefaultConfig()
+//	cfg.Join = []string{"127.0.0.1:7946"} // a member's gossip address; none starts a grid
+//	n, err := node.New(cfg, "v1.0.0")     // the version it advertises
+//	err = n.Register("square", func(x int) int { return x * x }, rpc.Cacheable())
+//	err = n.Start(ctx)                    // listens, gossips, joins cfg.Join
+//	<-ctx.Done()                          // serve until told to stop
+//	err = n.Shutdown(context.Background()) // leave the grid, drain calls in flight
 //
-// Besides the rpc package's built-ins, a node serves shoal.members (every
-// member it knows, with state and load) and shoal.functions (the functions
-// the grid offers and which nodes offer each).
+// The node's work is split by responsibility: node.go is its lifecycle
+// (New, Start, Shutdown, Close), membership.go the member view memberlist
+// feeds, meta.go what it gossips about itself, catalogue.go the grid's
+// function list, mapper.go shoal.map, cache.go the result cache, http.go
+// the HTTP endpoint and metrics.
 //
 // Membership comes from memberlist. Its callbacks only queue events; one
 // goroutine owned by the node handles them, so nothing calls back into
@@ -21,14 +28,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,39 +41,9 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/shoalgrid/shoal/cache"
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/rpc"
-	"github.com/shoalgrid/shoal/scheduler"
 )
-
-// Member is one member of the grid as a node sees it.
-type Member struct {
-	Name      string `msgpack:"name" json:"name"`             // unique in the grid
-	Gossip    string `msgpack:"gossip" json:"gossip"`         // memberlist address
-	RPC       string `msgpack:"rpc" json:"rpc"`               // msgpack-rpc address
-	HTTP      string `msgpack:"http" json:"http,omitempty"`   // health and metrics address
-	State     string `msgpack:"state" json:"state"`           // alive, suspect, dead or left
-	Slots     int    `msgpack:"slots" json:"slots"`           // calls it runs at once
-	Running   int    `msgpack:"running" json:"running"`       // calls running, as last gossiped
-	Queued    int    `msgpack:"queued" json:"queued"`         // calls waiting for a slot
-	Digest    string `msgpack:"digest" json:"digest"`         // names the member's function set
-	CacheAddr string `msgpack:"cache" json:"cache,omitempty"` // the memcached it offers, if any
-	Version   string `msgpack:"version" json:"version"`       // its Shoal version
-}
-
-// Member states.
-const (
-	StateAlive   = "alive"
-	StateSuspect = "suspect"
-	StateDead    = "dead"
-	StateLeft    = "left"
-)
-
-// GridFunction is a function offered in the grid and the live nodes that
-// offer it, as shoal.functions returns.
-type GridFunction struct {
-	rpc.FunctionInfo `msgpack:",inline"`
-	Nodes            []string `msgpack:"nodes" json:"nodes"` // names of the live members offering it
-}
 
 // Node is one peer of a grid. Make it with New, register functions, Start
 // it, and stop it with Shutdown (graceful) or Close.
@@ -81,6 +54,7 @@ type Node struct {
 	srv     *rpc.Server
 	exec    *Executor
 	pool    *rpc.Pool
+	stub    grid.Stub // over pool: the node's calls to other members
 	metrics *metrics
 
 	rpcListener  net.Listener
@@ -97,8 +71,7 @@ type Node struct {
 	cacheWriter  sync.WaitGroup
 	closeWrites  sync.Once
 
-	events chan memberEvent
-	resync atomic.Bool        // set when the event queue overflowed
+	events eventQueue
 	ctx    context.Context    // ends when the node closes
 	stop   context.CancelFunc // ends ctx, stopping the node's goroutines
 	wg     sync.WaitGroup     // the node's goroutines
@@ -106,6 +79,8 @@ type Node struct {
 	started  atomic.Bool
 	ready    atomic.Bool
 	draining atomic.Bool
+	joining  atomic.Bool                     // Start is joining the grid
+	nameHeld atomic.Pointer[memberlist.Node] // a live member holding this node's name, seen while joining
 	stopOnce sync.Once
 
 	metaMu   sync.Mutex
@@ -113,30 +88,10 @@ type Node struct {
 
 	gossipAddr string
 
-	mu        sync.Mutex
-	view      map[string]*viewMember        // every member seen, by name
-	described map[string][]rpc.FunctionInfo // function lists by digest
-	fetching  map[string]chan struct{}      // digests being described
-}
+	mu   sync.Mutex
+	view map[string]*viewMember // every member seen, by name
 
-// viewMember is a member as the event loop last saw it. memberlist's own
-// Members() hands out pointers it goes on writing to, which is a data
-// race, so the node keeps this copy instead.
-type viewMember struct {
-	Member
-	since        time.Time // when it was last seen joining, updating or leaving
-	suspectUntil time.Time // this node suspects it until then, unless it is declared dead first
-	leaving      bool      // it announced a graceful leave
-}
-
-func leavingFlag(node *memberlist.Node) bool {
-	md, err := decodeMeta(node.Meta)
-	return err == nil && md.Leaving
-}
-
-type memberEvent struct {
-	kind memberlist.NodeEventType
-	node memberlist.Node
+	catalogue catalogue
 }
 
 // New checks cfg and returns a node that is not yet listening. version is
@@ -151,11 +106,10 @@ func New(cfg Config, version string) (*Node, error) {
 		version:     version,
 		log:         cfg.Logger,
 		exec:        NewExecutor(cfg.Slots, cfg.QueueSize),
-		events:      make(chan memberEvent, 1024),
+		events:      newEventQueue(),
 		cacheWrites: make(chan cacheWrite, cfg.CacheQueue),
 		view:        make(map[string]*viewMember),
-		described:   make(map[string][]rpc.FunctionInfo),
-		fetching:    make(map[string]chan struct{}),
+		catalogue:   catalogue{byDigest: make(map[string][]rpc.FunctionInfo)},
 	}
 	n.ctx, n.stop = context.WithCancel(context.Background())
 	if err := n.newCache(); err != nil {
@@ -169,23 +123,22 @@ func New(cfg Config, version string) (*Node, error) {
 	rpcCfg.Observe = n.metrics.observeCall
 	rpcCfg.Completed = n.resultComputed
 	n.srv = rpc.NewServer(rpcCfg)
-	if err := n.srv.RegisterSystem("shoal.members", func() []Member { return n.Members() },
-		rpc.WithDoc("every member this node knows, with state and load")); err != nil {
-		return nil, err
-	}
-	if err := n.srv.RegisterSystem("shoal.functions", func(ctx context.Context) []GridFunction { return n.Functions(ctx) },
-		rpc.WithDoc("the functions the grid offers and the live nodes that offer each")); err != nil {
-		return nil, err
-	}
-	if err := n.srv.RegisterSystem("shoal.cache", n.cacheServers,
-		rpc.WithDoc("the memcached servers this node writes results to; none for an in-memory cache")); err != nil {
-		return nil, err
-	}
-	if err := n.srv.RegisterSystem(scheduler.MapMethod, n.mapChunk,
-		rpc.WithDoc("runs a chunk of items of one function in one executor slot")); err != nil {
-		return nil, err
+	for _, m := range []struct {
+		name string
+		fn   any
+		doc  string
+	}{
+		{grid.MethodMembers, n.Members, "every member this node knows, with state and load"},
+		{grid.MethodFunctions, n.Functions, "the functions the grid offers and the live nodes that offer each"},
+		{grid.MethodCache, n.cacheServers, "the memcached servers this node writes results to; none for an in-memory cache"},
+		{grid.MethodMap, n.mapChunk, "runs a chunk of items of one function in one executor slot"},
+	} {
+		if err := n.srv.RegisterSystem(m.name, m.fn, rpc.WithDoc(m.doc)); err != nil {
+			return nil, err
+		}
 	}
 	n.pool = rpc.NewPool(rpc.ClientConfig{Token: cfg.RPC.Token, TLS: cfg.PeerTLS, Logger: cfg.Logger})
+	n.stub = grid.Stub{Caller: n.pool}
 	return n, nil
 }
 
@@ -222,12 +175,18 @@ func (n *Node) GossipAddr() string { return n.gossipAddr }
 // Executor returns the executor that runs the node's user functions.
 func (n *Node) Executor() *Executor { return n.exec }
 
+// InFlight returns how many calls the node has accepted and not yet
+// answered: running, or waiting for an executor slot.
+func (n *Node) InFlight() int { return n.srv.Stats().InFlight }
+
 // Ready reports whether the node has joined and serves calls.
 func (n *Node) Ready() bool { return n.ready.Load() && !n.draining.Load() }
 
 // Start listens for RPC and HTTP, starts gossip and joins cfg.Join,
 // retrying with backoff until a seed answers or ctx or cfg.JoinTimeout
-// ends. On error everything it started is stopped again.
+// ends. It fails at once when a seed is another kind of port (a node's RPC
+// or HTTP address) or when a live member already holds this node's name.
+// On error everything it started is stopped again.
 func (n *Node) Start(ctx context.Context) error {
 	if !n.started.CompareAndSwap(false, true) {
 		return errors.New("node: already started")
@@ -317,71 +276,43 @@ func (n *Node) goFunc(f func()) {
 	}()
 }
 
-func (n *Node) memberlistConfig() (*memberlist.Config, error) {
-	host, portText, _ := net.SplitHostPort(n.cfg.GossipAddr)
-	port, err := strconv.Atoi(portText)
-	if err != nil {
-		return nil, fmt.Errorf("node: gossip port %q: %w", portText, err)
-	}
-	c := memberlist.DefaultLANConfig()
-	c.Name = n.cfg.Name
-	c.BindAddr = host
-	c.BindPort = port
-	c.AdvertiseAddr = host
-	c.AdvertisePort = port
-	t := n.cfg.Timing
-	c.ProbeInterval = t.ProbeInterval
-	c.ProbeTimeout = t.ProbeTimeout
-	c.SuspicionMult = t.SuspicionMult
-	c.GossipInterval = t.GossipInterval
-	c.PushPullInterval = t.PushPullInterval
-	c.DeadNodeReclaimTime = t.DeadNodeReclaimTime
-	c.TCPTimeout = max(10*t.ProbeTimeout, time.Second)
-	c.GossipToTheDeadTime = max(t.PushPullInterval, 10*t.ProbeInterval)
-	c.SecretKey = n.cfg.GossipKey
-	c.Delegate = (*metaDelegate)(n)
-	c.Events = (*eventDelegate)(n)
-	c.Logger = log.New(&logBridge{log: n.log, suspect: n.suspect, closing: func() bool { return n.ctx.Err() != nil }}, "", 0)
-	return c, nil
-}
-
 // join keeps trying the seeds, backing off with jitter, until one answers.
+// A seed that answers as another kind of port ends the attempt at once
+// when no seed is left to try.
 func (n *Node) join(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.JoinTimeout)
 	defer cancel()
+	n.joining.Store(true)
+	defer n.joining.Store(false)
+	seeds := strings.Join(n.cfg.Join, ",")
 	backoff := 100 * time.Millisecond
 	for {
 		joined, err := n.ml.Join(n.cfg.Join)
+		if holder := n.nameHeld.Load(); holder != nil {
+			return fmt.Errorf("node: the name %q is taken by a live member at %s: give this node another name",
+				n.cfg.Name, net.JoinHostPort(holder.Addr.String(), strconv.Itoa(int(holder.Port))))
+		}
 		if joined > 0 {
 			n.log.Info("joined the grid", "through", joined, "members", n.ml.NumMembers())
 			return nil
 		}
 		reason := joinFailure(err)
+		if wrong := n.wrongSeeds(ctx); len(wrong) == len(n.cfg.Join) {
+			return fmt.Errorf("node: cannot join through %s: %s", seeds, strings.Join(wrong, "; "))
+		} else if len(wrong) > 0 {
+			reason += " (" + strings.Join(wrong, "; ") + ")"
+		}
 		wait := backoff/2 + rand.N(backoff)
-		n.log.Warn("join failed; retrying", "seeds", strings.Join(n.cfg.Join, ","), "err", reason, "in", wait.Round(time.Millisecond))
+		n.log.Warn("join failed; retrying", "seeds", seeds, "err", reason, "in", wait.Round(time.Millisecond))
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node: could not join through %s within %v: %s", strings.Join(n.cfg.Join, ","), n.cfg.JoinTimeout, reason)
+			return fmt.Errorf("node: could not join through %s within %v: %s", seeds, n.cfg.JoinTimeout, reason)
 		case <-n.ctx.Done():
 			return errors.New("node: closed while joining")
 		case <-time.After(wait):
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
-}
-
-// joinFailure explains a failed join, pointing at the gossip key when the
-// failure looks like one.
-func joinFailure(err error) string {
-	if err == nil {
-		return "no seed answered"
-	}
-	s := strings.Join(strings.Fields(err.Error()), " ") // memberlist's errors span lines
-	lower := strings.ToLower(s)
-	if strings.Contains(lower, "decrypt") || strings.Contains(lower, "encrypt") || strings.Contains(lower, "keyring") {
-		return s + " (do all members use the same --gossip-key?)"
-	}
-	return s
 }
 
 // Shutdown leaves the grid gracefully: the node stops being ready, tells
@@ -452,306 +383,3 @@ func (n *Node) Close() error {
 	})
 	return err
 }
-
-// currentMeta is the metadata the node would gossip now.
-func (n *Node) currentMeta() meta {
-	running, queued := n.exec.Load()
-	return meta{
-		RPC:     n.RPCAddr(),
-		HTTP:    n.HTTPAddr(),
-		Slots:   n.exec.Slots(),
-		Running: running,
-		Queued:  queued,
-		Cache:   n.cfg.CacheAddr,
-		Digest:  functionDigest(n.srv.Functions()),
-		Version: n.version,
-		Leaving: n.draining.Load(),
-	}
-}
-
-// announce gossips the node's current metadata if it changed, waiting at
-// most timeout for the broadcast to go out.
-func (n *Node) announce(timeout time.Duration) {
-	m := n.currentMeta()
-	n.metaMu.Lock()
-	changed := m != n.lastMeta
-	n.lastMeta = m
-	n.metaMu.Unlock()
-	if changed {
-		if err := n.ml.UpdateNode(timeout); err != nil {
-			n.log.Debug("metadata update not confirmed", "err", err)
-		}
-	}
-}
-
-// gossipLoad announces changes of load and function set, at most once per
-// Timing.LoadInterval, and forgets long-gone members.
-func (n *Node) gossipLoad() {
-	t := time.NewTicker(n.cfg.Timing.LoadInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C:
-		}
-		n.forgetGone()
-		n.announce(n.cfg.Timing.LoadInterval)
-	}
-}
-
-func (n *Node) forgetGone() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	for name, v := range n.view {
-		if (v.State == StateDead || v.State == StateLeft) && time.Since(v.since) > n.cfg.ForgetAfter {
-			delete(n.view, name)
-		}
-	}
-}
-
-// suspect records that this node's probe of name failed. memberlist
-// declares the member dead if it does not refute the suspicion in time;
-// if it is still alive after the longest suspicion timeout, it refuted.
-func (n *Node) suspect(name string) {
-	t := n.cfg.Timing
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	scale := max(1, math.Log10(float64(len(n.view))))
-	window := time.Duration(6 * float64(t.SuspicionMult) * scale * float64(t.ProbeInterval))
-	if v := n.view[name]; v != nil && v.State == StateAlive {
-		v.suspectUntil = time.Now().Add(window)
-	}
-}
-
-// eventLoop handles membership events one at a time, off memberlist's
-// goroutines.
-func (n *Node) eventLoop() {
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case ev := <-n.events:
-			n.handleEvent(ev)
-			n.followCacheRing()
-		}
-		if n.resync.Swap(false) {
-			n.log.Warn("membership events overflowed; some member updates were lost until the next change")
-		}
-	}
-}
-
-func (n *Node) handleEvent(ev memberEvent) {
-	m := toMember(&ev.node)
-	n.mu.Lock()
-	if ev.kind == memberlist.NodeLeave {
-		m.State = StateDead
-		if last := n.view[m.Name]; last != nil && last.leaving {
-			m.State = StateLeft
-		}
-	}
-	n.view[m.Name] = &viewMember{Member: m, since: time.Now(), leaving: leavingFlag(&ev.node)}
-	n.mu.Unlock()
-	switch ev.kind {
-	case memberlist.NodeJoin, memberlist.NodeUpdate:
-		if ev.kind == memberlist.NodeJoin {
-			n.log.Info("member joined", "name", m.Name, "rpc", m.RPC, "gossip", m.Gossip)
-		}
-		n.mu.Lock()
-		_, known := n.described[m.Digest]
-		n.mu.Unlock()
-		if !known && m.Digest != "" && m.RPC != "" && m.Name != n.cfg.Name {
-			n.goFunc(func() {
-				ctx, cancel := context.WithTimeout(n.ctx, 5*time.Second)
-				defer cancel()
-				if _, err := n.functionsOf(ctx, m); err != nil {
-					n.log.Warn("could not fetch a member's functions", "name", m.Name, "rpc", m.RPC, "err", err)
-				}
-			})
-		}
-	case memberlist.NodeLeave:
-		n.log.Info("member gone", "name", m.Name, "state", m.State)
-	}
-}
-
-// Members returns every member the node knows, sorted by name: the live
-// ones and, for cfg.ForgetAfter, the dead and left. A live member this node
-// is probing without answer shows as suspect.
-func (n *Node) Members() []Member {
-	now := time.Now()
-	n.mu.Lock()
-	out := make([]Member, 0, len(n.view))
-	for _, v := range n.view {
-		m := v.Member
-		if m.State == StateAlive && now.Before(v.suspectUntil) {
-			m.State = StateSuspect
-		}
-		if m.Name == n.cfg.Name {
-			m.Running, m.Queued = n.exec.Load()
-		}
-		out = append(out, m)
-	}
-	n.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-func toMember(node *memberlist.Node) Member {
-	m := Member{
-		Name:   node.Name,
-		Gossip: net.JoinHostPort(node.Addr.String(), strconv.Itoa(int(node.Port))),
-		State:  StateAlive, // memberlist does not keep Node.State current; events say more
-	}
-	if md, err := decodeMeta(node.Meta); err == nil {
-		m.RPC, m.HTTP, m.Slots, m.Running, m.Queued = md.RPC, md.HTTP, md.Slots, md.Running, md.Queued
-		m.Digest, m.CacheAddr, m.Version = md.Digest, md.Cache, md.Version
-	}
-	return m
-}
-
-// functionsOf returns a member's function list, fetching it with
-// shoal.describe the first time its digest is seen. Members with the same
-// function set share one fetch.
-func (n *Node) functionsOf(ctx context.Context, m Member) ([]rpc.FunctionInfo, error) {
-	if m.Name == n.cfg.Name {
-		return n.srv.Functions(), nil
-	}
-	for {
-		n.mu.Lock()
-		if fns, ok := n.described[m.Digest]; ok {
-			n.mu.Unlock()
-			return fns, nil
-		}
-		wait, busy := n.fetching[m.Digest]
-		if !busy {
-			wait = make(chan struct{})
-			n.fetching[m.Digest] = wait
-		}
-		n.mu.Unlock()
-		if busy {
-			select {
-			case <-wait:
-				continue
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-		}
-		var fns []rpc.FunctionInfo
-		err := n.pool.Call(ctx, m.RPC, "shoal.describe", &fns)
-		n.mu.Lock()
-		delete(n.fetching, m.Digest)
-		if err == nil {
-			// File the list under its own digest: the member may have
-			// registered a function since it gossiped the one asked for,
-			// and other members still share that one.
-			n.described[functionDigest(fns)] = fns
-		}
-		n.mu.Unlock()
-		close(wait)
-		return fns, err
-	}
-}
-
-// Functions returns the functions offered by the live members, with the
-// nodes that offer each, sorted by name.
-func (n *Node) Functions(ctx context.Context) []GridFunction {
-	byName := make(map[string]*GridFunction)
-	for _, m := range n.Members() {
-		if m.State != StateAlive {
-			continue
-		}
-		fctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		fns, err := n.functionsOf(fctx, m)
-		cancel()
-		if err != nil {
-			n.log.Warn("could not fetch a member's functions", "name", m.Name, "err", err)
-			continue
-		}
-		for _, f := range fns {
-			g := byName[f.Name]
-			if g == nil {
-				g = &GridFunction{FunctionInfo: f}
-				byName[f.Name] = g
-			}
-			g.Nodes = append(g.Nodes, m.Name)
-		}
-	}
-	out := make([]GridFunction, 0, len(byName))
-	for _, g := range byName {
-		out = append(out, *g)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
-}
-
-// metaDelegate hands memberlist the node's metadata.
-type metaDelegate Node
-
-// NodeMeta hands memberlist the metadata last announced.
-func (d *metaDelegate) NodeMeta(limit int) []byte {
-	n := (*Node)(d)
-	n.metaMu.Lock()
-	m := n.lastMeta
-	n.metaMu.Unlock()
-	b, err := m.encode()
-	if err != nil || len(b) > limit {
-		n.log.Error("metadata does not fit", "bytes", len(b), "limit", limit, "err", err)
-		return nil
-	}
-	return b
-}
-
-func (d *metaDelegate) NotifyMsg([]byte)                           {}
-func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
-func (d *metaDelegate) LocalState(join bool) []byte                { return nil }
-func (d *metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
-
-// eventDelegate queues memberlist's events for the event loop; it never
-// blocks and never calls memberlist. When the queue is full it asks the
-// loop to re-read the member list instead.
-type eventDelegate Node
-
-func (d *eventDelegate) queue(kind memberlist.NodeEventType, node *memberlist.Node) {
-	select {
-	case d.events <- memberEvent{kind: kind, node: *node}:
-	default:
-		d.resync.Store(true)
-	}
-}
-
-func (d *eventDelegate) NotifyJoin(node *memberlist.Node)   { d.queue(memberlist.NodeJoin, node) }
-func (d *eventDelegate) NotifyLeave(node *memberlist.Node)  { d.queue(memberlist.NodeLeave, node) }
-func (d *eventDelegate) NotifyUpdate(node *memberlist.Node) { d.queue(memberlist.NodeUpdate, node) }
-
-// logBridge sends memberlist's log lines ("[LEVEL] memberlist: ...") to
-// slog at the matching level. memberlist reports a failed probe only in its
-// log, so the bridge also passes the suspected member's name on.
-type logBridge struct {
-	log     *slog.Logger
-	suspect func(name string)
-	closing func() bool // once true, memberlist's complaints about closed sockets are expected
-}
-
-func (b *logBridge) Write(p []byte) (int, error) {
-	line := strings.TrimSpace(string(p))
-	level := slog.LevelInfo
-	for tag, l := range map[string]slog.Level{"[DEBUG]": slog.LevelDebug, "[INFO]": slog.LevelInfo, "[WARN]": slog.LevelWarn, "[ERR]": slog.LevelError} {
-		if strings.HasPrefix(line, tag) {
-			level = l
-			line = strings.TrimSpace(strings.TrimPrefix(line, tag))
-			break
-		}
-	}
-	if level > slog.LevelInfo && b.closing() {
-		level = slog.LevelDebug
-	}
-	b.log.Log(context.Background(), level, line, "component", "memberlist")
-	if rest, ok := strings.CutPrefix(line, "memberlist: Suspect "); ok {
-		if name, _, ok := strings.Cut(rest, " has failed, no acks received"); ok {
-			b.suspect(name)
-		}
-	}
-	return len(p), nil
-}
-
-var _ io.Writer = (*logBridge)(nil)

@@ -15,9 +15,9 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/cache"
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/internal/testutil"
 	"github.com/shoalgrid/shoal/rpc"
-	"github.com/shoalgrid/shoal/scheduler"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -148,7 +148,7 @@ func TestGridInProcess(t *testing.T) {
 	}
 	for _, n := range []*Node{a, b, c} {
 		for _, name := range []string{"a", "b", "c"} {
-			waitState(t, n, name, StateAlive)
+			waitState(t, n, name, grid.StateAlive)
 		}
 	}
 
@@ -158,7 +158,7 @@ func TestGridInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	var members []Member
+	var members []grid.Member
 	if err := cl.Call(context.Background(), "shoal.members", &members); err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +169,7 @@ func TestGridInProcess(t *testing.T) {
 	// cube was registered after c started: its digest change spreads and
 	// shoal.functions on a finds it on c alone.
 	testutil.WaitFor(t, 10*time.Second, "cube to be offered by c", func() bool {
-		var fns []GridFunction
+		var fns []grid.Function
 		if err := cl.Call(context.Background(), "shoal.functions", &fns); err != nil {
 			t.Fatal(err)
 		}
@@ -196,9 +196,9 @@ func TestGridInProcess(t *testing.T) {
 	if err := b.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitState(t, a, "b", StateLeft)
+	waitState(t, a, "b", grid.StateLeft)
 	c.Close()
-	waitState(t, a, "c", StateDead)
+	waitState(t, a, "c", grid.StateDead)
 	if err := a.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -293,9 +293,9 @@ func TestUnansweredProbesShowSuspect(t *testing.T) {
 	slow := func(c *Config) { c.Timing.SuspicionMult = 40 } // at least 4s of suspicion
 	a := startNode(t, "a", nil, slow)
 	b := startNode(t, "b", []string{a.GossipAddr()}, slow)
-	waitState(t, a, "b", StateAlive)
+	waitState(t, a, "b", grid.StateAlive)
 	b.Close() // no leave: to a, b just stops answering
-	waitState(t, a, "b", StateSuspect)
+	waitState(t, a, "b", grid.StateSuspect)
 }
 
 func TestCacheableResultsAreStored(t *testing.T) {
@@ -371,9 +371,9 @@ func TestMapChunk(t *testing.T) {
 		}
 		return b
 	}
-	req := scheduler.MapRequest{Function: "square", Items: []msgpack.RawMessage{params(3), params("x"), params(5)}}
-	var out []scheduler.MapResult
-	if err := cl.Call(context.Background(), scheduler.MapMethod, &out, req); err != nil {
+	req := grid.MapRequest{Function: "square", Items: []msgpack.RawMessage{params(3), params("x"), params(5)}}
+	var out []grid.MapResult
+	if err := cl.Call(context.Background(), grid.MethodMap, &out, req); err != nil {
 		t.Fatal(err)
 	}
 	var v int
@@ -385,23 +385,23 @@ func TestMapChunk(t *testing.T) {
 	}
 
 	// Per-item timeouts end the function's context on the node.
-	req = scheduler.MapRequest{Function: "sleep", Items: []msgpack.RawMessage{params(1), params(60_000)}, TimeoutMs: 50}
-	if err := cl.Call(context.Background(), scheduler.MapMethod, &out, req); err != nil {
+	req = grid.MapRequest{Function: "sleep", Items: []msgpack.RawMessage{params(1), params(60_000)}, TimeoutMs: 50}
+	if err := cl.Call(context.Background(), grid.MethodMap, &out, req); err != nil {
 		t.Fatal(err)
 	}
 	if out[0].Error != "" || !strings.HasPrefix(out[1].Error, "Timeout: ") {
 		t.Fatalf("timeouts: %+v", out)
 	}
 
-	err = cl.Call(context.Background(), scheduler.MapMethod, &out, scheduler.MapRequest{Function: "nope"})
+	err = cl.Call(context.Background(), grid.MethodMap, &out, grid.MapRequest{Function: "nope"})
 	if !errors.Is(err, rpc.ErrUnknownFunction) {
 		t.Fatalf("unknown function: %v", err)
 	}
 	// Canceling the call stops the chunk.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	req = scheduler.MapRequest{Function: "sleep", Items: []msgpack.RawMessage{params(60_000), params(60_000)}}
-	if err := cl.Call(ctx, scheduler.MapMethod, &out, req); !errors.Is(err, rpc.ErrTimeout) {
+	req = grid.MapRequest{Function: "sleep", Items: []msgpack.RawMessage{params(60_000), params(60_000)}}
+	if err := cl.Call(ctx, grid.MethodMap, &out, req); !errors.Is(err, rpc.ErrTimeout) {
 		t.Fatalf("canceled chunk: %v", err)
 	}
 	testutil.WaitFor(t, 5*time.Second, "the chunk to stop on the node", func() bool {
@@ -436,30 +436,26 @@ func TestDescribeIsFiledUnderItsOwnDigest(t *testing.T) {
 	b := startNode(t, "b", []string{a.GossipAddr()}, nil)
 	old := functionDigest(b.srv.Functions())
 	testutil.WaitFor(t, 10*time.Second, "a to have fetched b's list", func() bool {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		_, ok := a.described[old]
-		return ok && len(a.fetching) == 0
+		return a.catalogue.knows(old)
 	})
 	if err := b.Register("cube", func(x int) int { return x * x * x }); err != nil {
 		t.Fatal(err)
 	}
 	// As if a had not fetched the old list yet when b changed.
-	a.mu.Lock()
-	delete(a.described, old)
-	a.mu.Unlock()
-	fns, err := a.functionsOf(context.Background(), Member{Name: "b", RPC: b.RPCAddr(), Digest: old})
+	a.catalogue.mu.Lock()
+	delete(a.catalogue.byDigest, old)
+	a.catalogue.mu.Unlock()
+	fns, err := a.functionsOf(context.Background(), grid.Member{Name: "b", RPC: b.RPCAddr(), Digest: old})
 	if err != nil || len(fns) != 2 {
 		t.Fatalf("fetched %v, %v", fns, err)
 	}
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, f := range a.described[old] {
+	oldList, _ := a.catalogue.lookup(old)
+	for _, f := range oldList {
 		if f.Name == "cube" {
 			t.Fatal("the new function was filed under the old digest")
 		}
 	}
-	if len(a.described[functionDigest(fns)]) != 2 {
+	if newList, _ := a.catalogue.lookup(functionDigest(fns)); len(newList) != 2 {
 		t.Fatal("the new list was not filed under its own digest")
 	}
 }

@@ -1,4 +1,25 @@
 // Package scheduler runs map jobs over a grid: it applies one registered
 // function to a list of inputs on the nodes that offer it, in chunks sent
 // with one shoal.map call each, and returns the results in input order.
+//
+// A job reaches the nodes through a grid.Caller and learns who they are
+// from a Membership: *rpc.Pool and *grid.Views in a client, in-process
+// fakes in tests. Everything else is the job's own, on one goroutine:
+//
+//   - chunks are sized from the measured cost of an item, so fast items
+//     travel hundreds to a call and slow ones one by one;
+//   - each node holds at most ChunksPerSlot chunks per slot, and the node
+//     with the most free room per slot gets the next one;
+//   - an item that failed for a retryable reason (a node lost, a broken
+//     connection, a timeout, an overloaded node) is tried again after an
+//     exponential backoff with jitter, on another node when there is one,
+//     up to Attempts tries in all;
+//   - a node that fails three chunks in a row gets none for BreakerCooldown;
+//     then one chunk of one item probes it;
+//   - when a newer View shows a node gone (dead, left, or no longer listed,
+//     whether or not it was suspect first), its chunks in flight go
+//     elsewhere at once and its late answers are ignored;
+//   - with Hedge, the slowest chunks at the tail are re-issued to idle
+//     nodes and the first answer wins;
+//   - every item is delivered exactly once.
 package scheduler

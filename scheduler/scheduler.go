@@ -3,7 +3,6 @@ package scheduler
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math/rand/v2"
 	"sort"
 	"time"
@@ -11,26 +10,22 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/cache"
+	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/internal/breaker"
 	"github.com/shoalgrid/shoal/rpc"
 )
 
-// Worker is a node that can run chunks of a job.
-type Worker struct {
-	Name  string
-	Addr  string // RPC address
-	Slots int
+// Membership tells a job who is in the grid. *grid.Views is one.
+type Membership interface {
+	// View returns the latest view of the grid and a channel that is
+	// closed once a newer view replaces it (nil if none ever will).
+	View() (*grid.View, <-chan struct{})
 }
 
-// Grid is the scheduler's view of the grid.
-type Grid interface {
-	// Workers returns the live nodes that offer fn; none means no node
-	// does.
-	Workers(ctx context.Context, fn string) ([]Worker, error)
-	// Client returns a connection to the node at addr.
-	Client(ctx context.Context, addr string) (*rpc.Client, error)
-	// Gone delivers the names of nodes that left or died, as membership
-	// learns of them; nil if the grid cannot tell.
-	Gone() <-chan string
+// Grid is what a job runs on: how to reach the nodes and who they are.
+type Grid struct {
+	Caller  grid.Caller // calls shoal.map on a node; *rpc.Pool is one
+	Members Membership  // the members and what they offer, as they change
 }
 
 // Options tune a job. The zero value is a sensible default.
@@ -38,7 +33,8 @@ type Options struct {
 	// ChunkSize fixes how many items travel in one shoal.map call; zero
 	// sizes chunks from the measured cost of an item.
 	ChunkSize int
-	// Attempts bounds how often an item is tried. Default: 3.
+	// Attempts bounds how often an item is tried, the first try included.
+	// Default: 3.
 	Attempts int
 	// RetryFunctionErrors retries items whose function returned an error;
 	// by default only lost nodes, broken connections, timeouts and
@@ -50,15 +46,19 @@ type Options struct {
 	// Hedge re-issues the slowest chunks at the tail of the job to idle
 	// nodes; the first answer wins.
 	Hedge bool
-	// Cache, with CacheKeys, is looked up before each chunk is sent: hits
-	// are delivered at once, only misses are sent. A cache problem is a
-	// miss, never a failure.
+	// Cache, when set, is asked for each window of items before they are
+	// sent, under keys made from the function's name, Version and each
+	// item's arguments (cache.KeyFromParams): hits are delivered at once,
+	// only misses are sent. A cache problem is a miss, never a failure.
 	Cache cache.Cache
 	// Version of the function, for cache keys.
 	Version string
 	// ChunksPerSlot bounds the chunks in flight on a node per slot it
 	// has. Default: 2.
 	ChunksPerSlot int
+	// BreakerCooldown is how long a node that failed three chunks in a row
+	// gets no work before one chunk probes it. Default: 2s.
+	BreakerCooldown time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -67,6 +67,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.ChunksPerSlot <= 0 {
 		o.ChunksPerSlot = 2
+	}
+	if o.BreakerCooldown <= 0 {
+		o.BreakerCooldown = 2 * time.Second
 	}
 	return o
 }
@@ -87,36 +90,39 @@ type Stats struct {
 	OK       int
 	Failed   int
 	Cached   int
-	Retried  int            // item attempts beyond the first
-	Reissued int            // chunks re-issued at the tail
+	Retries  int            // attempts beyond each item's first
+	Reissued int            // chunks re-issued at the tail (hedges)
 	PerNode  map[string]int // items completed by each node
 	Wall     time.Duration
 }
 
-// ErrNoWorkers reports a function that no live node offers.
-var ErrNoWorkers = errors.New("scheduler: no live node offers the function")
+const (
+	breakerThreshold = 3
+	targetChunkTime  = 20 * time.Millisecond
+	maxChunk         = 4096
+	backoffBase      = 20 * time.Millisecond
+)
 
 // Run applies fn to every item (each the msgpack encoding of an argument
-// array) across the grid and calls emit once per item, as results arrive,
-// from one goroutine. It returns when every item has a result, or with
-// ctx's error after canceling the work on the nodes.
-func Run(ctx context.Context, grid Grid, fn string, items []msgpack.RawMessage, opts Options, emit func(Result)) (Stats, error) {
+// array) across g and calls emit once per item, as results arrive, from
+// one goroutine. It returns when every item has a result, with an
+// UnknownFunction error at once if no live node offers fn, or with ctx's
+// error after canceling the work on the nodes.
+func Run(ctx context.Context, g Grid, fn string, items []msgpack.RawMessage, opts Options, emit func(Result)) (Stats, error) {
 	j := &job{
-		grid:      grid,
-		fn:        fn,
-		items:     items,
-		opts:      opts.withDefaults(),
-		emit:      emit,
-		start:     time.Now(),
-		delivered: make([]bool, len(items)),
-		attempts:  make([]int, len(items)),
-		lastNode:  make([]string, len(items)),
-		lookedUp:  make([]bool, len(items)),
-		inflight:  make(map[int]*chunk),
-		busy:      make(map[string]int),
-		breakers:  make(map[string]*nodeBreaker),
-		done:      make(chan chunkDone),
-		stats:     Stats{Items: len(items), PerNode: make(map[string]int)},
+		grid:     g,
+		stub:     grid.Stub{Caller: g.Caller},
+		fn:       fn,
+		items:    items,
+		state:    make([]itemState, len(items)),
+		opts:     opts.withDefaults(),
+		emit:     emit,
+		start:    time.Now(),
+		inflight: make(map[int]*chunk),
+		busy:     make(map[string]int),
+		breakers: make(map[string]*breaker.Breaker),
+		done:     make(chan chunkDone),
+		stats:    Stats{Items: len(items), PerNode: make(map[string]int)},
 	}
 	for i := range items {
 		j.pending = append(j.pending, i)
@@ -126,28 +132,35 @@ func Run(ctx context.Context, grid Grid, fn string, items []msgpack.RawMessage, 
 
 type job struct {
 	grid  Grid
+	stub  grid.Stub
 	fn    string
 	items []msgpack.RawMessage
+	state []itemState
 	opts  Options
 	emit  func(Result)
 	start time.Time
 
-	workers   []Worker
-	refreshed time.Time
-	pending   []int    // items ready to send
-	delayed   []retry  // items waiting for their backoff
-	delivered []bool   // items with a result
-	remaining int      // items without a result
-	attempts  []int    // tries per item
-	lastNode  []string // where each item last failed
-	lookedUp  []bool   // items already looked up in the cache
+	view      *grid.View      // the membership the job last saw
+	changed   <-chan struct{} // closed when view is replaced
+	workers   []grid.Member   // the live members offering fn
+	pending   []int           // items ready to send
+	delayed   []retry         // items waiting for their backoff
+	remaining int             // items without a result
 	inflight  map[int]*chunk
 	busy      map[string]int // chunks in flight per node
-	breakers  map[string]*nodeBreaker
+	breakers  map[string]*breaker.Breaker
 	nextChunk int
 	itemCost  time.Duration // moving average of an item's share of a chunk's round trip
 	done      chan chunkDone
 	stats     Stats
+}
+
+// itemState is what the job knows of one item.
+type itemState struct {
+	attempts  int    // tries sent, hedges not counted
+	lastNode  string // where it last failed, avoided when it is retried
+	delivered bool   // it has its result
+	lookedUp  bool   // it has been looked up in the cache
 }
 
 type retry struct {
@@ -158,9 +171,10 @@ type retry struct {
 type chunk struct {
 	id        int
 	items     []int
-	worker    Worker
+	worker    grid.Member
 	cancel    context.CancelFunc
 	started   time.Time
+	probe     bool // it probes a half-open breaker
 	abandoned bool // its node is gone; its items were sent elsewhere
 	hedge     bool // a re-issue of another chunk
 	hedged    bool // has been re-issued
@@ -168,29 +182,16 @@ type chunk struct {
 
 type chunkDone struct {
 	c       *chunk
-	results []MapResult
+	results []grid.MapResult
 	err     error
 }
 
-// nodeBreaker stops sending to a node after chunks fail on it in a row,
-// until a cooldown passes and a probe chunk succeeds.
-type nodeBreaker struct {
-	failures  int
-	openUntil time.Time
-}
-
-const (
-	breakerThreshold = 3
-	breakerCooldown  = 2 * time.Second
-	targetChunkTime  = 20 * time.Millisecond
-	maxChunk         = 4096
-	refreshEvery     = time.Second
-)
-
 func (j *job) run(ctx context.Context) (Stats, error) {
 	j.remaining = len(j.items)
-	if err := j.refresh(ctx, true); err != nil {
-		return j.finish(), err
+	j.view, j.changed = j.grid.Members.View()
+	j.workers = j.view.Offering(j.fn)
+	if len(j.workers) == 0 {
+		return j.finish(), j.noWorkers()
 	}
 	var timer *time.Timer
 	defer func() {
@@ -203,11 +204,6 @@ func (j *job) run(ctx context.Context) (Stats, error) {
 			return j.abort(err)
 		}
 		j.promoteRetries(time.Now())
-		if time.Since(j.refreshed) > refreshEvery {
-			if err := j.refresh(ctx, false); err != nil {
-				return j.abort(err)
-			}
-		}
 		j.dispatch(ctx)
 		if j.remaining == 0 {
 			break // the cache answered the rest
@@ -215,13 +211,9 @@ func (j *job) run(ctx context.Context) (Stats, error) {
 		if j.opts.Hedge {
 			j.hedge(ctx)
 		}
-		if len(j.inflight) == 0 && len(j.pending) > 0 && len(j.delayed) == 0 {
-			// Nothing running and nowhere to send: every node is out.
-			if err := j.refresh(ctx, true); err != nil {
-				return j.abort(err)
-			}
+		if len(j.inflight) == 0 && len(j.delayed) == 0 && len(j.workers) == 0 {
+			return j.abort(j.noWorkers()) // every node offering fn is gone
 		}
-
 		var wake <-chan time.Time
 		if next, ok := j.nextWake(); ok {
 			if timer == nil {
@@ -236,40 +228,49 @@ func (j *job) run(ctx context.Context) (Stats, error) {
 			return j.abort(ctx.Err())
 		case d := <-j.done:
 			j.completed(d)
-		case name := <-j.grid.Gone():
-			j.nodeGone(name)
+		case <-j.changed:
+			j.membershipChanged()
 		case <-wake:
 		}
 	}
 	return j.finish(), nil
 }
 
-// nextWake is when the loop must look again without news: a backoff
-// ending, a breaker closing, or the next membership refresh.
-func (j *job) nextWake() (time.Time, bool) {
-	if j.remaining == 0 {
-		return time.Time{}, false
-	}
-	next := j.refreshed.Add(refreshEvery)
-	for _, r := range j.delayed {
-		if r.at.Before(next) {
-			next = r.at
-		}
-	}
-	return next, true
+func (j *job) noWorkers() error {
+	return rpc.Errorf(rpc.KindUnknownFunction, "no live node offers %q", j.fn)
 }
 
-// refresh reads the workers; with mustHave, having none is an error.
-func (j *job) refresh(ctx context.Context, mustHave bool) error {
-	workers, err := j.grid.Workers(ctx, j.fn)
-	if err != nil {
-		return err
+// membershipChanged takes the newest view: the nodes gone since the last
+// one lose their chunks in flight, and the workers are read again.
+func (j *job) membershipChanged() {
+	view, changed := j.grid.Members.View()
+	for _, name := range view.GoneSince(j.view) {
+		j.nodeGone(name)
 	}
-	j.workers, j.refreshed = workers, time.Now()
-	if mustHave && len(workers) == 0 {
-		return rpc.Errorf(rpc.KindUnknownFunction, "no live node offers %q", j.fn)
+	j.view, j.changed = view, changed
+	j.workers = view.Offering(j.fn)
+}
+
+// nextWake is when the loop must look again without news: a backoff
+// ending, or a breaker letting a probe through while items wait.
+func (j *job) nextWake() (time.Time, bool) {
+	var next time.Time
+	earlier := func(t time.Time) {
+		if !t.IsZero() && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
 	}
-	return nil
+	for _, r := range j.delayed {
+		earlier(r.at)
+	}
+	if len(j.pending) > 0 {
+		for _, w := range j.workers {
+			if b := j.breakers[w.Name]; b != nil {
+				earlier(b.OpenUntil())
+			}
+		}
+	}
+	return next, !next.IsZero()
 }
 
 func (j *job) promoteRetries(now time.Time) {
@@ -287,7 +288,7 @@ func (j *job) promoteRetries(now time.Time) {
 // dispatch sends chunks while there are items and credit.
 func (j *job) dispatch(ctx context.Context) {
 	for len(j.pending) > 0 {
-		w, ok := j.pickWorker(j.lastNode[j.pending[0]])
+		w, ok := j.pickWorker(j.state[j.pending[0]].lastNode)
 		if !ok {
 			return
 		}
@@ -295,7 +296,17 @@ func (j *job) dispatch(ctx context.Context) {
 		if len(j.pending) == 0 {
 			return
 		}
-		j.send(ctx, w, j.takeChunk(), false)
+		b := j.breaker(w.Name)
+		probe := b.State(time.Now()) != breaker.Closed
+		if !b.Allow(time.Now()) {
+			return // pickWorker saw it ready; nothing else changes it meanwhile
+		}
+		size := j.chunkSize()
+		if probe {
+			size = 1 // a probe risks one item on a node that has been failing
+		}
+		c := j.send(ctx, w, j.takeChunk(size), false)
+		c.probe = probe
 	}
 }
 
@@ -312,10 +323,10 @@ func (j *job) lookupAhead(ctx context.Context) {
 	}
 	// Whole windows of hits leave unlooked items at the front: go on until
 	// the next item to send has been looked up.
-	for len(j.pending) > 0 && !j.lookedUp[j.pending[0]] {
+	for len(j.pending) > 0 && !j.state[j.pending[0]].lookedUp {
 		n := 0
-		for n < len(j.pending) && n < lookupWindow && !j.lookedUp[j.pending[n]] {
-			j.lookedUp[j.pending[n]] = true
+		for n < len(j.pending) && n < lookupWindow && !j.state[j.pending[n]].lookedUp {
+			j.state[j.pending[n]].lookedUp = true
 			n++
 		}
 		misses := j.lookupCache(ctx, append([]int(nil), j.pending[:n]...))
@@ -323,19 +334,16 @@ func (j *job) lookupAhead(ctx context.Context) {
 	}
 }
 
-// pickWorker returns the worker with the most free credit for its slots,
-// avoiding avoid when another has credit.
-func (j *job) pickWorker(avoid string) (Worker, bool) {
+// pickWorker returns the worker with the most free credit for its slots
+// whose breaker lets work through, avoiding avoid when another has credit.
+func (j *job) pickWorker(avoid string) (grid.Member, bool) {
 	now := time.Now()
-	var best Worker
+	var best grid.Member
 	bestFree := -1.0
 	for _, w := range j.workers {
 		slots := max(w.Slots, 1)
 		credit := slots*j.opts.ChunksPerSlot - j.busy[w.Name]
-		if credit <= 0 {
-			continue
-		}
-		if b := j.breakers[w.Name]; b != nil && b.failures >= breakerThreshold && now.Before(b.openUntil) {
+		if credit <= 0 || !j.breaker(w.Name).Ready(now) {
 			continue
 		}
 		free := float64(credit) / float64(slots)
@@ -349,12 +357,16 @@ func (j *job) pickWorker(avoid string) (Worker, bool) {
 	return best, bestFree > -1
 }
 
-// takeChunk removes the next chunk of items from the queue.
-func (j *job) takeChunk() []int {
-	size := j.opts.ChunkSize
-	if size <= 0 {
-		size = j.adaptiveChunk()
+// chunkSize is ChunkSize, or else sized from the measured cost of an item.
+func (j *job) chunkSize() int {
+	if j.opts.ChunkSize > 0 {
+		return j.opts.ChunkSize
 	}
+	return j.adaptiveChunk()
+}
+
+// takeChunk removes the next chunk of up to size items from the queue.
+func (j *job) takeChunk(size int) []int {
 	size = min(size, len(j.pending))
 	items := append([]int(nil), j.pending[:size]...)
 	j.pending = j.pending[size:]
@@ -416,33 +428,26 @@ func (j *job) lookupCache(ctx context.Context, items []int) []int {
 }
 
 // send starts one shoal.map call for items on w.
-func (j *job) send(ctx context.Context, w Worker, items []int, hedge bool) *chunk {
+func (j *job) send(ctx context.Context, w grid.Member, items []int, hedge bool) *chunk {
 	cctx, cancel := context.WithCancel(ctx)
 	c := &chunk{id: j.nextChunk, items: items, worker: w, cancel: cancel, started: time.Now(), hedge: hedge}
 	j.nextChunk++
 	j.inflight[c.id] = c
 	j.busy[w.Name]++
-	for _, i := range items {
-		if !hedge {
-			j.attempts[i]++
-			if j.attempts[i] > 1 {
-				j.stats.Retried++
+	if !hedge {
+		for _, i := range items {
+			j.state[i].attempts++
+			if j.state[i].attempts > 1 {
+				j.stats.Retries++
 			}
 		}
 	}
-	req := MapRequest{Function: j.fn, Items: make([]msgpack.RawMessage, len(items)), TimeoutMs: j.opts.ItemTimeout.Milliseconds()}
+	req := grid.MapRequest{Function: j.fn, Items: make([]msgpack.RawMessage, len(items)), TimeoutMs: j.opts.ItemTimeout.Milliseconds()}
 	for k, i := range items {
 		req.Items[k] = j.items[i]
 	}
 	go func() {
-		var results []MapResult
-		client, err := j.grid.Client(cctx, w.Addr)
-		if err == nil {
-			err = client.Call(cctx, MapMethod, &results, req)
-		}
-		if err == nil && len(results) != len(items) {
-			err = fmt.Errorf("scheduler: %s answered %d results for %d items", w.Name, len(results), len(items))
-		}
+		results, err := j.stub.Map(cctx, w.RPC, req)
 		j.done <- chunkDone{c: c, results: results, err: err}
 	}()
 	return c
@@ -454,23 +459,23 @@ func (j *job) completed(d chunkDone) {
 	c.cancel()
 	delete(j.inflight, c.id)
 	j.busy[c.worker.Name]--
+	b := j.breaker(c.worker.Name)
 	if c.abandoned {
+		if c.probe {
+			b.Abandon() // its node went away: the probe tells nothing
+		}
 		return // its items were requeued when its node went away
 	}
-	b := j.breaker(c.worker.Name)
 	if d.err != nil {
-		b.failures++
-		if b.failures >= breakerThreshold {
-			b.openUntil = time.Now().Add(breakerCooldown)
-		}
+		b.Failure(time.Now())
 		for _, i := range c.items {
-			if !j.delivered[i] && !j.anotherCopyRunning(c, i) {
+			if !j.state[i].delivered && !j.anotherCopyRunning(c, i) {
 				j.failed(i, c.worker.Name, rpc.ErrorOf(asWireError(d.err)), true)
 			}
 		}
 		return
 	}
-	b.failures = 0
+	b.Success()
 	elapsed := time.Since(c.started)
 	perItem := elapsed / time.Duration(len(c.items))
 	if j.itemCost == 0 {
@@ -479,13 +484,13 @@ func (j *job) completed(d chunkDone) {
 		j.itemCost = (3*j.itemCost + perItem) / 4
 	}
 	for k, i := range c.items {
-		if j.delivered[i] {
+		if j.state[i].delivered {
 			continue // a hedge got there first
 		}
 		r := d.results[k]
 		if r.Error == "" {
 			j.stats.PerNode[c.worker.Name]++
-			j.deliver(Result{Index: i, Value: r.Value, Node: c.worker.Name, Attempts: j.attempts[i]})
+			j.deliver(Result{Index: i, Value: r.Value, Node: c.worker.Name, Attempts: j.state[i].attempts})
 			continue
 		}
 		e := rpc.ParseError(r.Error)
@@ -523,20 +528,21 @@ func asWireError(err error) error {
 
 // failed retries item i with backoff if it may, else delivers its error.
 func (j *job) failed(i int, node string, e *rpc.Error, retryable bool) {
-	j.lastNode[i] = node
-	if retryable && j.attempts[i] < j.opts.Attempts {
-		backoff := time.Duration(1<<min(j.attempts[i]-1, 6)) * 20 * time.Millisecond
+	st := &j.state[i]
+	st.lastNode = node
+	if retryable && st.attempts < j.opts.Attempts {
+		backoff := time.Duration(1<<min(st.attempts-1, 6)) * backoffBase
 		backoff = backoff/2 + rand.N(backoff)
 		j.delayed = append(j.delayed, retry{item: i, at: time.Now().Add(backoff)})
 		return
 	}
-	j.deliver(Result{Index: i, Err: e, Node: node, Attempts: j.attempts[i]})
+	j.deliver(Result{Index: i, Err: e, Node: node, Attempts: st.attempts})
 }
 
-func (j *job) breaker(name string) *nodeBreaker {
+func (j *job) breaker(name string) *breaker.Breaker {
 	b := j.breakers[name]
 	if b == nil {
-		b = &nodeBreaker{}
+		b = breaker.New(breakerThreshold, j.opts.BreakerCooldown)
 		j.breakers[name] = b
 	}
 	return b
@@ -558,8 +564,8 @@ func (j *job) nodeGone(name string) {
 		c.abandoned = true
 		c.cancel()
 		for _, i := range c.items {
-			if !j.delivered[i] && !j.anotherCopyRunning(c, i) {
-				j.lastNode[i] = name
+			if !j.state[i].delivered && !j.anotherCopyRunning(c, i) {
+				j.state[i].lastNode = name
 				j.pending = append(j.pending, i)
 			}
 		}
@@ -581,9 +587,10 @@ func (j *job) hedge(ctx context.Context) {
 	if slowest == nil || time.Since(slowest.started) < 2*j.expectedChunkTime(len(slowest.items)) {
 		return
 	}
-	var idle []Worker
+	now := time.Now()
+	var idle []grid.Member
 	for _, w := range j.workers {
-		if j.busy[w.Name] == 0 && w.Name != slowest.worker.Name {
+		if j.busy[w.Name] == 0 && w.Name != slowest.worker.Name && j.breaker(w.Name).State(now) == breaker.Closed {
 			idle = append(idle, w)
 		}
 	}
@@ -593,7 +600,7 @@ func (j *job) hedge(ctx context.Context) {
 	sort.Slice(idle, func(a, b int) bool { return idle[a].Slots > idle[b].Slots })
 	var items []int
 	for _, i := range slowest.items {
-		if !j.delivered[i] {
+		if !j.state[i].delivered {
 			items = append(items, i)
 		}
 	}
@@ -613,10 +620,10 @@ func (j *job) expectedChunkTime(items int) time.Duration {
 }
 
 func (j *job) deliver(r Result) {
-	if j.delivered[r.Index] {
+	if j.state[r.Index].delivered {
 		return
 	}
-	j.delivered[r.Index] = true
+	j.state[r.Index].delivered = true
 	j.remaining--
 	switch {
 	case r.Cached:

@@ -14,46 +14,34 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/cache"
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/internal/testutil"
 	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
 	"github.com/shoalgrid/shoal/scheduler"
 )
 
-// grid is a Grid over in-process nodes on real TCP: membership from the
-// first node, connections from a pool.
-type grid struct {
-	seed *node.Node
-	pool *rpc.Pool
-	gone chan string
+// cluster is in-process nodes on real TCP, reached through a pool, with
+// the membership the first node reports; tests install newer views.
+type cluster struct {
+	nodes   []*node.Node
+	pool    *rpc.Pool
+	members grid.Views
+	grid    scheduler.Grid
 }
 
-func (g *grid) Workers(ctx context.Context, fn string) ([]scheduler.Worker, error) {
-	offering := make(map[string]bool)
-	for _, f := range g.seed.Functions(ctx) {
-		if f.Name == fn {
-			for _, n := range f.Nodes {
-				offering[n] = true
+// view is the membership the first node reports now, with the members
+// named in gone shown dead.
+func (c *cluster) view(gone ...string) *grid.View {
+	members := c.nodes[0].Members()
+	for i := range members {
+		for _, g := range gone {
+			if members[i].Name == g {
+				members[i].State = grid.StateDead
 			}
 		}
 	}
-	var out []scheduler.Worker
-	for _, m := range g.seed.Members() {
-		if offering[m.Name] && m.State == node.StateAlive {
-			out = append(out, scheduler.Worker{Name: m.Name, Addr: m.RPC, Slots: m.Slots})
-		}
-	}
-	return out, nil
-}
-
-func (g *grid) Client(ctx context.Context, addr string) (*rpc.Client, error) {
-	return g.pool.Get(ctx, addr)
-}
-func (g *grid) Gone() <-chan string { return g.gone }
-
-type cluster struct {
-	nodes []*node.Node
-	grid  *grid
+	return grid.NewView(members, c.nodes[0].Functions(context.Background()))
 }
 
 // startCluster starts n in-process nodes with square, fail-on-negative,
@@ -97,7 +85,7 @@ func startCluster(t *testing.T, n int, configure func(i int, nd *node.Node)) *cl
 		for _, nd := range c.nodes {
 			alive := 0
 			for _, m := range nd.Members() {
-				if m.State == node.StateAlive {
+				if m.State == grid.StateAlive {
 					alive++
 				}
 			}
@@ -107,8 +95,13 @@ func startCluster(t *testing.T, n int, configure func(i int, nd *node.Node)) *cl
 		}
 		return true
 	})
-	c.grid = &grid{seed: c.nodes[0], pool: rpc.NewPool(rpc.ClientConfig{}), gone: make(chan string, 8)}
-	t.Cleanup(func() { c.grid.pool.Close() })
+	c.pool = rpc.NewPool(rpc.ClientConfig{})
+	t.Cleanup(func() { c.pool.Close() })
+	testutil.WaitFor(t, 10*time.Second, "the first node to know every node's functions", func() bool {
+		return len(c.view().Offering("square")) == n
+	})
+	c.members.Set(c.view())
+	c.grid = scheduler.Grid{Caller: c.pool, Members: &c.members}
 	return &c
 }
 
@@ -201,7 +194,7 @@ func TestFunctionErrorsAreDeliveredNotRetried(t *testing.T) {
 	if !errors.Is(results[3].Err, rpc.ErrBadArguments) {
 		t.Fatalf("item 3: %v", results[3].Err)
 	}
-	if st.OK != 2 || st.Failed != 2 || st.Retried != 0 {
+	if st.OK != 2 || st.Failed != 2 || st.Retries != 0 {
 		t.Fatalf("stats %+v", st)
 	}
 }
@@ -241,7 +234,7 @@ func TestKilledNodeMidJobLosesNothing(t *testing.T) {
 		}
 	}
 	t.Logf("stats after a node died: %+v", st)
-	if st.Retried == 0 {
+	if st.Retries == 0 {
 		t.Fatal("nothing was retried although a node died mid-job")
 	}
 }
@@ -271,7 +264,7 @@ func TestGoneNodeIsReroutedAtOnce(t *testing.T) {
 			r, _ := c.nodes[1].Executor().Load()
 			return r > 0
 		})
-		c.grid.gone <- "n1"
+		c.members.Set(c.view("n1"))
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shoalgrid/shoal/node"
+	"github.com/shoalgrid/shoal"
 	"github.com/shoalgrid/shoal/rpc"
 )
 
@@ -53,20 +53,23 @@ func (o *clientOptions) config(g *globalOptions) (rpc.ClientConfig, error) {
 	return cfg, nil
 }
 
-// connect dials the first seed that answers, with the flags' settings.
-func (o *clientOptions) connect(ctx context.Context, g *globalOptions) (*rpc.Client, error) {
+// dial connects a grid client to the first seed that answers, with the
+// flags' settings.
+func (o *clientOptions) dial(ctx context.Context, g *globalOptions) (*shoal.Client, error) {
 	cfg, err := o.config(g)
 	if err != nil {
 		return nil, err
 	}
-	return o.dial(ctx, cfg)
+	c, err := shoal.Dial(ctx, shoal.Config{Seeds: o.seeds, Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger})
+	if errors.Is(err, shoal.ErrNoSeed) {
+		return nil, fmt.Errorf("%w\n(is a node running? start one with `shoal node`, or point --seed at a node's RPC address, HOST:PORT as its --rpc flag gave)", err)
+	}
+	return c, err
 }
 
-// dial connects to the first seed that answers.
-func (o *clientOptions) dial(ctx context.Context, cfg rpc.ClientConfig) (*rpc.Client, error) {
-	if len(o.seeds) == 0 {
-		return nil, errors.New("no --seed given")
-	}
+// dialDirect connects to the first seed that answers as a plain
+// msgpack-rpc server.
+func (o *clientOptions) dialDirect(ctx context.Context, cfg rpc.ClientConfig) (*rpc.Client, error) {
 	var errs []string
 	for _, seed := range o.seeds {
 		c, err := rpc.Dial(ctx, strings.TrimSpace(seed), cfg)
@@ -78,7 +81,7 @@ func (o *clientOptions) dial(ctx context.Context, cfg rpc.ClientConfig) (*rpc.Cl
 		}
 		errs = append(errs, err.Error())
 	}
-	return nil, fmt.Errorf("no seed answered:\n  %s", strings.Join(errs, "\n  "))
+	return nil, fmt.Errorf("no seed answered: %s", strings.Join(errs, "; "))
 }
 
 type callOptions struct {
@@ -114,7 +117,7 @@ node as well.`,
   shoal call shoal.describe`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runCall(cmd.Context(), cmd.OutOrStdout(), g, o, args[0], args[1:])
+			return runCall(cmd.Context(), cmd, g, o, args[0], args[1:])
 		},
 	}
 	o.addFlags(cmd)
@@ -124,14 +127,20 @@ node as well.`,
 	return cmd
 }
 
-func runCall(ctx context.Context, stdout io.Writer, g *globalOptions, o *callOptions, fn string, rawArgs []string) error {
+func runCall(ctx context.Context, cmd *cobra.Command, g *globalOptions, o *callOptions, fn string, rawArgs []string) error {
 	args := make([]any, len(rawArgs))
 	for i, raw := range rawArgs {
+		if name, ok := strings.CutPrefix(raw, "--"); ok && cmd.Flags().Lookup(strings.SplitN(name, "=", 2)[0]) != nil {
+			return fmt.Errorf("argument %d is the flag %s: flags go before FUNC (shoal call %s %s ...)", i+1, raw, raw, fn)
+		}
 		v, err := parseJSONArg(raw)
 		if err != nil {
 			return fmt.Errorf("argument %d (%s): %w", i+1, raw, err)
 		}
 		args[i] = v
+	}
+	if o.timeout < 0 {
+		return fmt.Errorf("--timeout %v: want a positive duration, or 0 for none", o.timeout)
 	}
 	cfg, err := o.config(g)
 	if err != nil {
@@ -145,72 +154,37 @@ func runCall(ctx context.Context, stdout io.Writer, g *globalOptions, o *callOpt
 		defer cancel()
 	}
 
-	c, err := o.dial(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	if !o.direct && !strings.HasPrefix(fn, rpc.ReservedPrefix) {
-		target, err := route(ctx, c, fn)
-		if err != nil {
-			return err
-		}
-		if target != "" && target != c.Addr() {
-			routed, err := rpc.Dial(ctx, target, cfg)
-			if err != nil {
-				return fmt.Errorf("node offering %s: %w", fn, err)
-			}
-			defer routed.Close()
-			c = routed
-		}
-	}
 	var result any
-	call := c.Go(ctx, fn, &result, nil, args...)
-	cfg.Logger.Debug("call sent", "function", fn, "node", c.Addr())
-	if err := (<-call.Done).Error; err != nil {
-		return err
+	if o.direct || strings.HasPrefix(fn, rpc.ReservedPrefix) {
+		c, err := o.dialDirect(ctx, cfg)
+		if err != nil {
+			return interrupted(ctx, err)
+		}
+		defer c.Close()
+		cfg.Logger.Debug("call sent", "function", fn, "node", c.Addr())
+		err = c.Call(ctx, fn, &result, args...)
+		if err != nil {
+			return interrupted(ctx, err)
+		}
+	} else {
+		c, err := o.dial(ctx, g)
+		if err != nil {
+			return interrupted(ctx, err)
+		}
+		defer c.Close()
+		if err := c.Call(ctx, fn, &result, args...); err != nil {
+			if errors.Is(err, rpc.ErrUnknownFunction) {
+				return fmt.Errorf("%w\n(`shoal functions` lists what the grid offers)", err)
+			}
+			return interrupted(ctx, err)
+		}
 	}
 	out, err := json.Marshal(jsonValue(result))
 	if err != nil {
 		return fmt.Errorf("result cannot be shown as JSON: %w", err)
 	}
-	fmt.Fprintf(stdout, "%s\n", out)
+	fmt.Fprintf(cmd.OutOrStdout(), "%s\n", out)
 	return nil
-}
-
-// route asks the seed which live node offering fn is least loaded for its
-// slots and returns its RPC address; "" means call the seed itself (it is
-// not a grid node, or it is the best choice).
-func route(ctx context.Context, seed *rpc.Client, fn string) (string, error) {
-	members, fns, err := gridView(ctx, seed)
-	if errors.Is(err, rpc.ErrUnknownFunction) {
-		return "", nil // a plain RPC server: no grid to route in
-	}
-	if err != nil {
-		return "", err
-	}
-	offering := make(map[string]bool)
-	for _, f := range fns {
-		if f.Name == fn {
-			for _, name := range f.Nodes {
-				offering[name] = true
-			}
-		}
-	}
-	best, bestLoad := "", math.Inf(1)
-	for _, m := range members {
-		if !offering[m.Name] || m.State != node.StateAlive || m.Slots <= 0 {
-			continue
-		}
-		load := float64(m.Running+m.Queued) / float64(m.Slots)
-		if load < bestLoad || (load == bestLoad && m.RPC == seed.Addr()) {
-			best, bestLoad = m.RPC, load
-		}
-	}
-	if best == "" {
-		return "", rpc.Errorf(rpc.KindUnknownFunction, "no live node offers %q", fn)
-	}
-	return best, nil
 }
 
 // parseJSONArg reads one JSON literal, keeping integers as integers.

@@ -107,10 +107,10 @@ func TestInterruptCancelsCallOnNode(t *testing.T) {
 	call := testutil.Start(t, nil, testutil.ShoalBinary(t), "call", "--seed", addr, "--log-level", "debug", "sleep", "60000")
 	call.WaitForLine(`msg="call sent" function=sleep`, processTimeout)
 	call.Signal(syscall.SIGINT)
-	if code := call.Wait(processTimeout); code != 1 {
-		t.Fatalf("interrupted call exited %d, want 1", code)
+	if code := call.Wait(processTimeout); code != 130 {
+		t.Fatalf("interrupted call exited %d, want 130 as for submit", code)
 	}
-	if !strings.Contains(call.Stderr(), "shoal: Canceled: sleep: context canceled") {
+	if !strings.Contains(call.Stderr(), "shoal: interrupted: Canceled: sleep: context canceled") {
 		t.Fatalf("interrupted call printed:\n%s", call.Stderr())
 	}
 	node.WaitForLine(`msg="rpc: call canceled by its caller"`, processTimeout)

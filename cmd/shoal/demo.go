@@ -151,7 +151,7 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 			label = "from the cache"
 		}
 		fmt.Fprintf(out, "run %d (%s): items %d, ok %d, failed %d, cached %d, retries %d, %.3fs, %.0f items/s\n",
-			run, label, st.Items, st.OK, st.Failed, st.Cached, st.Retried, st.Wall.Seconds(), float64(st.Items)/st.Wall.Seconds())
+			run, label, st.Items, st.OK, st.Failed, st.Cached, st.Retries, st.Wall.Seconds(), float64(st.Items)/st.Wall.Seconds())
 	}
 	fmt.Fprintf(out, "sha256(%q, %d) = %s\n", "item-0", o.rounds, first[0])
 	return nil

@@ -11,33 +11,33 @@ import (
 	"time"
 
 	"github.com/shoalgrid/shoal"
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/internal/testutil"
-	"github.com/shoalgrid/shoal/node"
 )
 
 // TestOwnFunctionsNode builds examples/greeter, joins it to a grid started
 // with shoal node, and calls its functions through shoal submit and the Go
 // API, both seeded at the shoal node.
 func TestOwnFunctionsNode(t *testing.T) {
-	grid := startGridNode(t, "a", "")
+	seed := startGridNode(t, "a", "")
 	greeter := testutil.Start(t, nil, testutil.Build(t, "github.com/shoalgrid/shoal/examples/greeter"),
-		"--join", grid.Gossip, "--name", "greeter")
+		"--join", seed.Gossip, "--name", "greeter")
 	greeter.WaitForLine(`msg="greeter serving"`, processTimeout)
-	awaitState(t, []*gridNode{grid}, "greeter", node.StateAlive, 15*time.Second)
+	awaitState(t, []*gridNode{seed}, "greeter", grid.StateAlive, 15*time.Second)
 	testutil.WaitFor(t, 15*time.Second, "greet to be offered", func() bool {
-		stdout, _, _ := runShoal(t, nil, "functions", "--seed", grid.RPC)
+		stdout, _, _ := runShoal(t, nil, "functions", "--seed", seed.RPC)
 		return strings.Contains(stdout, "greet(name string) string")
 	})
 
 	in := filepath.Join(t.TempDir(), "names.jsonl")
 	os.WriteFile(in, []byte("\"ada\"\n\"grace\"\n"), 0o644)
-	stdout, stderr, code := runShoal(t, nil, "submit", "--seed", grid.RPC, "--input", in, "greet")
+	stdout, stderr, code := runShoal(t, nil, "submit", "--seed", seed.RPC, "--input", in, "greet")
 	if code != 0 || stdout != "\"hello, ada!\"\n\"hello, grace!\"\n" {
 		t.Fatalf("submit greet: exit %d, %q\n%s", code, stdout, stderr)
 	}
 
 	ctx := context.Background()
-	c, err := shoal.Dial(ctx, shoal.Config{Seeds: []string{grid.RPC}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	c, err := shoal.Dial(ctx, shoal.Config{Seeds: []string{seed.RPC}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,8 +16,8 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/cache"
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/internal/testutil"
-	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
 )
 
@@ -32,7 +32,7 @@ func startGridNode(t *testing.T, name string, join string, args ...string) *grid
 }
 
 // members asks a node for shoal.members.
-func members(t *testing.T, rpcAddr string) map[string]node.Member {
+func members(t *testing.T, rpcAddr string) map[string]grid.Member {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -41,11 +41,11 @@ func members(t *testing.T, rpcAddr string) map[string]node.Member {
 		return nil
 	}
 	defer c.Close()
-	var list []node.Member
+	var list []grid.Member
 	if err := c.Call(ctx, "shoal.members", &list); err != nil {
 		return nil
 	}
-	out := make(map[string]node.Member)
+	out := make(map[string]grid.Member)
 	for _, m := range list {
 		out[m.Name] = m
 	}
@@ -72,7 +72,7 @@ func TestFiveNodesJoinThroughOneSeed(t *testing.T) {
 		nodes = append(nodes, startGridNode(t, fmt.Sprintf("n%d", i), seed.Gossip))
 	}
 	for _, n := range nodes {
-		awaitState(t, nodes, n.Name, node.StateAlive, 15*time.Second)
+		awaitState(t, nodes, n.Name, grid.StateAlive, 15*time.Second)
 	}
 	for _, n := range nodes {
 		if got := len(members(t, n.RPC)); got != 5 {
@@ -113,10 +113,10 @@ func TestKilledNodeIsMarkedDead(t *testing.T) {
 			b := startGridNode(t, "b", a.Gossip, "--gossip-timing", timing)
 			c := startGridNode(t, "c", a.Gossip, "--gossip-timing", timing)
 			all := []*gridNode{a, b, c}
-			awaitState(t, all, "c", node.StateAlive, 15*time.Second)
-			awaitState(t, all, "b", node.StateAlive, 15*time.Second)
+			awaitState(t, all, "c", grid.StateAlive, 15*time.Second)
+			awaitState(t, all, "b", grid.StateAlive, 15*time.Second)
 			c.Signal(syscall.SIGKILL)
-			took := awaitState(t, []*gridNode{a, b}, "c", node.StateDead, 60*time.Second)
+			took := awaitState(t, []*gridNode{a, b}, "c", grid.StateDead, 60*time.Second)
 			t.Logf("with --gossip-timing %s, every other member marked the killed node dead within %v", timing, took.Round(10*time.Millisecond))
 		})
 	}
@@ -125,7 +125,7 @@ func TestKilledNodeIsMarkedDead(t *testing.T) {
 func TestGracefulLeave(t *testing.T) {
 	a := startGridNode(t, "a", "")
 	b := startGridNode(t, "b", a.Gossip)
-	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
+	awaitState(t, []*gridNode{a, b}, "b", grid.StateAlive, 15*time.Second)
 
 	c, err := rpc.Dial(context.Background(), b.RPC, rpc.ClientConfig{})
 	if err != nil {
@@ -150,31 +150,31 @@ func TestGracefulLeave(t *testing.T) {
 	if code := b.Wait(processTimeout); code != 0 {
 		t.Fatalf("leaving node exited %d, want 0", code)
 	}
-	awaitState(t, []*gridNode{a}, "b", node.StateLeft, 15*time.Second)
+	awaitState(t, []*gridNode{a}, "b", grid.StateLeft, 15*time.Second)
 }
 
 func TestRestartWithSameNameRejoins(t *testing.T) {
 	a := startGridNode(t, "a", "")
 	b := startGridNode(t, "b", a.Gossip)
-	awaitState(t, []*gridNode{a}, "b", node.StateAlive, 15*time.Second)
+	awaitState(t, []*gridNode{a}, "b", grid.StateAlive, 15*time.Second)
 
 	// After a graceful leave the name is free at once.
 	b.Signal(syscall.SIGTERM)
 	b.Wait(processTimeout)
-	awaitState(t, []*gridNode{a}, "b", node.StateLeft, 15*time.Second)
+	awaitState(t, []*gridNode{a}, "b", grid.StateLeft, 15*time.Second)
 	b2 := startGridNode(t, "b", a.Gossip)
-	awaitState(t, []*gridNode{a}, "b", node.StateAlive, 15*time.Second)
+	awaitState(t, []*gridNode{a}, "b", grid.StateAlive, 15*time.Second)
 	if got := members(t, a.RPC)["b"].RPC; got != b2.RPC {
 		t.Fatalf("a has b at %s, want the new address %s", got, b2.RPC)
 	}
 
 	// After a crash, once the dead member's name may be reclaimed.
 	b2.Signal(syscall.SIGKILL)
-	awaitState(t, []*gridNode{a}, "b", node.StateDead, 15*time.Second)
+	awaitState(t, []*gridNode{a}, "b", grid.StateDead, 15*time.Second)
 	b3 := startGridNode(t, "b", a.Gossip)
 	testutil.WaitFor(t, 15*time.Second, "the restarted b to be alive at its new address", func() bool {
 		m := members(t, a.RPC)["b"]
-		return m.State == node.StateAlive && m.RPC == b3.RPC
+		return m.State == grid.StateAlive && m.RPC == b3.RPC
 	})
 }
 
@@ -190,7 +190,7 @@ func TestWrongGossipKeyIsRefused(t *testing.T) {
 	}
 	// The right key joins.
 	b := startGridNode(t, "b", a.Gossip, "--gossip-key", "MDEyMzQ1Njc4OWFiY2RlZg==")
-	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
+	awaitState(t, []*gridNode{a, b}, "b", grid.StateAlive, 15*time.Second)
 }
 
 // scrape reads a node's /metrics and checks it parses as Prometheus text.
@@ -265,7 +265,7 @@ func TestMetricsMoveWithCalls(t *testing.T) {
 func TestCallRoutesToLeastLoadedNode(t *testing.T) {
 	a := startGridNode(t, "a", "", "--slots", "1")
 	b := startGridNode(t, "b", a.Gossip, "--slots", "1")
-	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
+	awaitState(t, []*gridNode{a, b}, "b", grid.StateAlive, 15*time.Second)
 
 	// Fill a's only slot, and wait until its load is gossiped.
 	c, err := rpc.Dial(context.Background(), a.RPC, rpc.ClientConfig{})
@@ -359,7 +359,7 @@ func TestGossipCacheRing(t *testing.T) {
 	m1, m2 := testutil.StartMemcached(t), testutil.StartMemcached(t)
 	a := startGridNode(t, "a", "", "--cache-addr", m1.Addr, "--cache-ring", "gossip")
 	b := startGridNode(t, "b", a.Gossip, "--cache-addr", m2.Addr, "--cache-ring", "gossip")
-	awaitState(t, []*gridNode{a, b}, "b", node.StateAlive, 15*time.Second)
+	awaitState(t, []*gridNode{a, b}, "b", grid.StateAlive, 15*time.Second)
 	a.WaitForLine(`msg="cache ring follows the members" servers="\[`+regexp.QuoteMeta(min(m1.Addr, m2.Addr))+` `+regexp.QuoteMeta(max(m1.Addr, m2.Addr))+`\]"`, processTimeout)
 	b.WaitForLine(`msg="cache ring follows the members" servers="\[`+regexp.QuoteMeta(min(m1.Addr, m2.Addr))+` `+regexp.QuoteMeta(max(m1.Addr, m2.Addr))+`\]"`, processTimeout)
 

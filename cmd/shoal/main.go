@@ -17,6 +17,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/shoalgrid/shoal/internal/suggest"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3";
@@ -42,12 +44,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root := newRootCmd(stdout, stderr)
 	root.SetArgs(args)
 	if err := root.Execute(); err != nil {
+		code := 1
 		var exit *exitError
 		if errors.As(err, &exit) {
-			return exit.code
+			if exit.err == nil {
+				return exit.code // its message has been printed
+			}
+			code, err = exit.code, exit.err
 		}
-		fmt.Fprintf(stderr, "shoal: %v\n", err)
-		return 1
+		// The library's errors carry their package's "shoal: " already.
+		fmt.Fprintf(stderr, "shoal: %s\n", strings.TrimPrefix(err.Error(), "shoal: "))
+		return code
 	}
 	return 0
 }
@@ -61,10 +68,40 @@ func interruptible(ctx context.Context) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 }
 
-// exitError carries an exit status whose message has already been printed.
-type exitError struct{ code int }
+// exitError carries an exit status other than 1, and the error to print
+// with it (nil when the message has already been printed).
+type exitError struct {
+	code int
+	err  error
+}
 
 func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// interrupted makes err exit 130, as an interrupted command does, when ctx
+// (from interruptible) ended because of Ctrl-C or SIGTERM rather than a
+// timeout.
+func interrupted(ctx context.Context, err error) error {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return &exitError{code: 130, err: fmt.Errorf("interrupted: %w", err)}
+	}
+	return err
+}
+
+// flagError adds to an unknown flag's error the flags it may be a
+// misspelling of, and where to read about them.
+func flagError(cmd *cobra.Command, err error) error {
+	var unknown *pflag.NotExistError
+	if !errors.As(err, &unknown) {
+		return fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())
+	}
+	var names []string
+	cmd.Flags().VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
+	cmd.InheritedFlags().VisitAll(func(f *pflag.Flag) { names = append(names, f.Name) })
+	if close := suggest.Closest(unknown.GetSpecifiedName(), names); len(close) > 0 {
+		return fmt.Errorf("%w; did you mean --%s? (see %s --help)", err, close[0], cmd.CommandPath())
+	}
+	return fmt.Errorf("%w (see %s --help)", err, cmd.CommandPath())
+}
 
 // globalOptions are the flags every command takes.
 type globalOptions struct {
@@ -109,6 +146,7 @@ A flag given on the command line wins over the environment.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	root.SetFlagErrorFunc(flagError)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
 	root.AddCommand(newNodeCmd(g), newCallCmd(g), newSubmitCmd(g), newDemoCmd(g), newBenchCmd(g), newMembersCmd(g), newFunctionsCmd(g), newVersionCmd())

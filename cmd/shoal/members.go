@@ -10,8 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shoalgrid/shoal/node"
-	"github.com/shoalgrid/shoal/rpc"
+	"github.com/shoalgrid/shoal/grid"
 )
 
 type listOptions struct {
@@ -21,7 +20,7 @@ type listOptions struct {
 
 // memberRow is a member as `shoal members --json` prints it.
 type memberRow struct {
-	node.Member
+	grid.Member
 	Functions int `json:"functions"`
 }
 
@@ -48,17 +47,14 @@ functions.`,
 }
 
 func runMembers(ctx context.Context, out io.Writer, g *globalOptions, o *listOptions) error {
-	c, err := o.connect(ctx, g)
+	c, err := o.dial(ctx, g)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	members, fns, err := gridView(ctx, c)
-	if err != nil {
-		return err
-	}
+	members := c.Members()
 	offered := make(map[string]int)
-	for _, f := range fns {
+	for _, f := range c.Functions() {
 		for _, name := range f.Nodes {
 			offered[name]++
 		}
@@ -95,15 +91,12 @@ version, cacheable and nodes.`,
   shoal functions --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := o.connect(cmd.Context(), g)
+			c, err := o.dial(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
 			defer c.Close()
-			var fns []node.GridFunction
-			if err := c.Call(cmd.Context(), "shoal.functions", &fns); err != nil {
-				return err
-			}
+			fns := c.Functions()
 			out := cmd.OutOrStdout()
 			if o.json {
 				return writeJSON(out, fns)
@@ -119,19 +112,6 @@ version, cacheable and nodes.`,
 	o.addFlags(cmd)
 	cmd.Flags().BoolVar(&o.json, "json", false, "print JSON instead of a table")
 	return cmd
-}
-
-// gridView reads the members and the functions a node knows.
-func gridView(ctx context.Context, c *rpc.Client) ([]node.Member, []node.GridFunction, error) {
-	var members []node.Member
-	if err := c.Call(ctx, "shoal.members", &members); err != nil {
-		return nil, nil, err
-	}
-	var fns []node.GridFunction
-	if err := c.Call(ctx, "shoal.functions", &fns); err != nil {
-		return nil, nil, err
-	}
-	return members, fns, nil
 }
 
 func writeJSON(out io.Writer, v any) error {

@@ -78,7 +78,7 @@ Built-in functions:
   shoal node --cache-addr 127.0.0.1:11211 --cache-ring gossip`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runNode(cmd.Context(), g, o)
+			return runNode(cmd, g, o)
 		},
 	}
 	f := cmd.Flags()
@@ -88,10 +88,10 @@ Built-in functions:
 	f.StringVar(&o.httpAddr, "http", def.HTTPAddr, "HOST:PORT for /healthz, /readyz, /metrics and /members; empty turns HTTP off")
 	f.StringSliceVar(&o.join, "join", nil, "gossip HOST:PORT of members to join through, comma-separated; none starts a new grid")
 	f.DurationVar(&o.joinTimeout, "join-timeout", def.JoinTimeout, "give up (exit 1) if no --join member answers within this")
-	f.IntVar(&o.slots, "slots", def.Slots, "calls to run at once (default: the number of CPUs)")
+	f.IntVar(&o.slots, "slots", 0, fmt.Sprintf("calls to run at once (default: the number of CPUs, %d here)", def.Slots))
 	f.IntVar(&o.queue, "queue", 0, "calls that may wait for a slot before more get Overloaded (default: 64 per slot)")
 	f.StringVar(&o.gossipKey, "gossip-key", "", "base64 key of 16, 24 or 32 bytes encrypting gossip; the same on every member")
-	f.StringVar(&o.gossipTiming, "gossip-timing", "lan", "failure detection: lan (probe every 1s, dead in ~5-10s) or fast (every 100ms, dead in ~1s; for one machine)")
+	f.StringVar(&o.gossipTiming, "gossip-timing", "lan", "failure detection: lan (probe every 1s, a killed node marked dead in about 6s) or fast (every 100ms, dead in about 0.5s; for one machine)")
 	f.StringSliceVar(&o.memcached, "memcached", nil, "memcached HOST:PORT servers, comma-separated, to store results of cacheable functions in (ketama placement)")
 	f.StringVar(&o.cacheAddr, "cache-addr", "", "HOST:PORT of a memcached running beside this node, offered to the grid's cache ring")
 	f.StringVar(&o.cacheRing, "cache-ring", "static", "static: use --memcached (or, without it, an in-memory cache); gossip: every live member's --cache-addr")
@@ -128,8 +128,16 @@ func builtinList() string {
 }
 
 // config turns the flags into a node configuration.
-func (o *nodeOptions) config(g *globalOptions) (node.Config, error) {
+func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config, error) {
 	cfg := node.DefaultConfig()
+	switch {
+	case cmd.Flags().Changed("slots") && o.slots < 1:
+		return cfg, fmt.Errorf("--slots %d: a node needs at least 1 slot to run anything", o.slots)
+	case o.queue < 0:
+		return cfg, fmt.Errorf("--queue %d: want the number of calls that may wait, or 0 for 64 per slot", o.queue)
+	case o.cacheSize < 0:
+		return cfg, fmt.Errorf("--cache-size %d: want a number of bytes", o.cacheSize)
+	}
 	log, err := g.logger()
 	if err != nil {
 		return cfg, err
@@ -177,8 +185,9 @@ func (o *nodeOptions) config(g *globalOptions) (node.Config, error) {
 	return cfg, nil
 }
 
-func runNode(ctx context.Context, g *globalOptions, o *nodeOptions) error {
-	cfg, err := o.config(g)
+func runNode(cmd *cobra.Command, g *globalOptions, o *nodeOptions) error {
+	ctx := cmd.Context()
+	cfg, err := o.config(cmd, g)
 	if err != nil {
 		return err
 	}
@@ -219,9 +228,8 @@ func runNode(ctx context.Context, g *globalOptions, o *nodeOptions) error {
 	case sig = <-early:
 	case sig = <-signals:
 	}
-	running, queued := n.Executor().Load()
 	log.Info("leaving: no new calls, waiting for calls in flight", "signal", sig.String(),
-		"in_flight", running+queued, "timeout", cfg.DrainTimeout)
+		"in_flight", n.InFlight(), "timeout", cfg.DrainTimeout)
 
 	drainCtx, cancel := context.WithCancel(context.Background())
 	defer cancel()

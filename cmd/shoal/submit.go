@@ -26,7 +26,7 @@ type submitOptions struct {
 	input       string
 	format      string
 	summaryJSON string
-	retries     int
+	attempts    int
 	timeout     time.Duration
 	chunk       int
 	noCache     bool
@@ -51,7 +51,14 @@ cached, node and attempts. A failed item prints null in the default format,
 and its error goes to stderr with its index.
 
 stderr shows a progress bar on a terminal (nothing of it in a pipe) and a
-final summary line; --summary-json FILE writes the same as an object.
+final summary line; --summary-json FILE writes the same as an object with
+items, ok, failed, cached, retries, reissued, seconds, items_per_second and
+per_node (items computed by each node).
+
+An item that fails for a retryable reason (a lost node, a broken
+connection, a timeout, an overloaded node) is tried again, on another node
+when there is one, up to --attempts tries in all; retries in the summary
+counts the tries beyond each item's first.
 
 Exit status: 0 when every item succeeded, 2 when some failed, 1 when the job
 could not run (no node answered, unknown function, a bad input line), 130
@@ -69,8 +76,10 @@ when interrupted (Ctrl-C cancels the job on every node).`,
 	f.StringVar(&o.rangeSpec, "range", "", "inputs A:B[:STEP]: the integers from A up to, not including, B")
 	f.StringVar(&o.input, "input", "", "inputs from FILE, one JSON value per line (- for stdin)")
 	f.StringVar(&o.format, "format", "values", "output: values (one JSON result per line) or records (objects with index, result or error, cached, node, attempts)")
-	f.StringVar(&o.summaryJSON, "summary-json", "", "write the summary (items, ok, failed, cached, retries, seconds) as JSON to FILE")
-	f.IntVar(&o.retries, "retries", 3, "tries per item for retryable failures (lost node, timeout, overloaded)")
+	f.StringVar(&o.summaryJSON, "summary-json", "", "write the summary as a JSON object to FILE (see above for its fields)")
+	f.IntVar(&o.attempts, "attempts", 3, "tries per item in all, the first included, for retryable failures (lost node, timeout, overloaded)")
+	f.IntVar(&o.attempts, "retries", 3, "the old name of --attempts")
+	f.MarkDeprecated("retries", "it counted tries, not retries; use --attempts")
 	f.DurationVar(&o.timeout, "timeout", 0, "per item; the function's context ends on the node too (0: none)")
 	f.IntVar(&o.chunk, "chunk", 0, "items per call (0: sized from each item's measured cost)")
 	f.BoolVar(&o.noCache, "no-cache", false, "compute every item, even for cacheable functions")
@@ -91,27 +100,54 @@ type summary struct {
 	PerNode     map[string]int `json:"per_node"`
 }
 
-func runSubmit(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, g *globalOptions, o *submitOptions, fn string) error {
+// check refuses flags that cannot make a job, before anything runs.
+func (o *submitOptions) check() error {
+	switch {
+	case o.format != "values" && o.format != "records":
+		return fmt.Errorf("--format %q: want values or records", o.format)
+	case o.attempts < 1:
+		return fmt.Errorf("--attempts %d: an item needs at least 1 attempt (the default is 3)", o.attempts)
+	case o.chunk < 0:
+		return fmt.Errorf("--chunk %d: want a number of items per call, or 0 to size chunks by item cost", o.chunk)
+	case o.timeout < 0:
+		return fmt.Errorf("--timeout %v: want a positive duration, or 0 for none", o.timeout)
+	}
+	return nil
+}
+
+func runSubmit(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, g *globalOptions, o *submitOptions, fn string) (err error) {
+	if err := o.check(); err != nil {
+		return err
+	}
 	inputs, err := o.inputs(stdin)
 	if err != nil {
 		return err
 	}
-	if o.format != "values" && o.format != "records" {
-		return fmt.Errorf("--format %q: want values or records", o.format)
-	}
-	cfg, err := o.config(g)
-	if err != nil {
-		return err
+	// An unwritable summary file is found out before the job runs, not
+	// after; a job that does not get to write it leaves no empty file.
+	var summaryFile *os.File
+	if o.summaryJSON != "" {
+		_, statErr := os.Stat(o.summaryJSON)
+		if summaryFile, err = os.OpenFile(o.summaryJSON, os.O_WRONLY|os.O_CREATE, 0o644); err != nil {
+			return fmt.Errorf("--summary-json: %w", err)
+		}
+		created := os.IsNotExist(statErr)
+		defer func() {
+			summaryFile.Close()
+			if err != nil && created {
+				os.Remove(o.summaryJSON)
+			}
+		}()
 	}
 	ctx, stop := interruptible(ctx)
 	defer stop()
-	c, err := shoal.Dial(ctx, shoal.Config{Seeds: o.seeds, Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger})
+	c, err := o.dial(ctx, g)
 	if err != nil {
-		return err
+		return interrupted(ctx, err)
 	}
 	defer c.Close()
 
-	opts := []shoal.Option{shoal.WithRetries(o.retries), shoal.WithTimeout(o.timeout), shoal.WithChunkSize(o.chunk)}
+	opts := []shoal.Option{shoal.WithAttempts(o.attempts), shoal.WithTimeout(o.timeout), shoal.WithChunkSize(o.chunk)}
 	if o.noCache {
 		opts = append(opts, shoal.WithoutCache())
 	}
@@ -155,10 +191,13 @@ func runSubmit(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, g
 			fmt.Fprintln(stderr, "shoal: job canceled")
 			return &exitError{code: 130}
 		}
+		if errors.Is(jobErr, rpc.ErrUnknownFunction) {
+			return fmt.Errorf("%w\n(`shoal functions` lists what the grid offers)", jobErr)
+		}
 		return jobErr
 	}
 
-	sum := summary{Items: st.Items, OK: st.OK, Failed: st.Failed, Cached: st.Cached, Retries: st.Retried,
+	sum := summary{Items: st.Items, OK: st.OK, Failed: st.Failed, Cached: st.Cached, Retries: st.Retries,
 		Reissued: st.Reissued, Seconds: st.Wall.Seconds(), PerNode: st.PerNode}
 	if sum.Seconds > 0 {
 		sum.ItemsPerSec = float64(sum.Items) / sum.Seconds
@@ -172,10 +211,13 @@ func runSubmit(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, g
 	}
 	fmt.Fprintf(stderr, "items %d, ok %d, failed %d, cached %d, retries %d, %.3fs, %.0f items/s\n",
 		sum.Items, sum.OK, sum.Failed, sum.Cached, sum.Retries, sum.Seconds, sum.ItemsPerSec)
-	if o.summaryJSON != "" {
+	if summaryFile != nil {
 		b, _ := json.MarshalIndent(sum, "", "  ")
-		if err := os.WriteFile(o.summaryJSON, append(b, '\n'), 0o644); err != nil {
-			return err
+		if err := summaryFile.Truncate(0); err != nil {
+			return fmt.Errorf("--summary-json: %w", err)
+		}
+		if _, err := summaryFile.Write(append(b, '\n')); err != nil {
+			return fmt.Errorf("--summary-json: %w", err)
 		}
 	}
 	if sum.Failed > 0 {
@@ -223,6 +265,9 @@ func parseRange(spec string) ([]shoal.Args, error) {
 	a, b, step := nums[0], nums[1], nums[2]
 	if step == 0 {
 		return nil, fmt.Errorf("--range %q: STEP may not be 0", spec)
+	}
+	if (step > 0 && a >= b) || (step < 0 && a <= b) {
+		return nil, fmt.Errorf("--range %q holds no integers: A:B counts from A up to, not including, B (for a count down give a negative STEP, as in %d:%d:-1)", spec, a, b)
 	}
 	var out []shoal.Args
 	for x := a; (step > 0 && x < b) || (step < 0 && x > b); x += step {

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/internal/testutil"
-	"github.com/shoalgrid/shoal/node"
 )
 
 // threeNodes starts a three-node grid of processes with extra node args.
@@ -23,7 +23,7 @@ func threeNodes(t *testing.T, args ...string) []*gridNode {
 	c := startGridNode(t, "c", a.Gossip, args...)
 	all := []*gridNode{a, b, c}
 	for _, n := range all {
-		awaitState(t, all, n.Name, node.StateAlive, 15*time.Second)
+		awaitState(t, all, n.Name, grid.StateAlive, 15*time.Second)
 	}
 	return all
 }

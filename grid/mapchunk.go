@@ -1,14 +1,10 @@
-package scheduler
+package grid
 
 import "github.com/vmihailenco/msgpack/v5"
 
-// MapMethod is the node method that runs a chunk of items: params
-// [MapRequest], result []MapResult in item order.
-const MapMethod = "shoal.map"
-
-// MapRequest asks a node to apply one function to a chunk of items. The
-// node runs them one after another in one executor slot, so a chunk of
-// fast items costs one RPC and one slot.
+// MapRequest asks a node to apply one function to a chunk of items
+// (shoal.map). The node runs them one after another in one executor slot,
+// so a chunk of fast items costs one RPC and one slot.
 type MapRequest struct {
 	Function  string               `msgpack:"f"`
 	Items     []msgpack.RawMessage `msgpack:"i"` // each item's argument array, msgpack-encoded

@@ -1,0 +1,76 @@
+package grid
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+// Caller calls a method on the node at an RPC address. *rpc.Pool is one;
+// tests may give an in-process fake.
+type Caller interface {
+	Call(ctx context.Context, addr, method string, result any, args ...any) error
+}
+
+// Stub calls the grid's methods on a node, with their wire types.
+type Stub struct {
+	Caller Caller
+}
+
+// Members returns every member the node at addr knows (shoal.members).
+func (s Stub) Members(ctx context.Context, addr string) ([]Member, error) {
+	var members []Member
+	err := s.Caller.Call(ctx, addr, MethodMembers, &members)
+	return members, err
+}
+
+// Functions returns the functions the live members offer, as the node at
+// addr knows them (shoal.functions).
+func (s Stub) Functions(ctx context.Context, addr string) ([]Function, error) {
+	var fns []Function
+	err := s.Caller.Call(ctx, addr, MethodFunctions, &fns)
+	return fns, err
+}
+
+// View reads the members and functions the node at addr knows.
+func (s Stub) View(ctx context.Context, addr string) (*View, error) {
+	members, err := s.Members(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	fns, err := s.Functions(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return NewView(members, fns), nil
+}
+
+// Describe returns the functions registered on the node at addr
+// (shoal.describe).
+func (s Stub) Describe(ctx context.Context, addr string) ([]rpc.FunctionInfo, error) {
+	var fns []rpc.FunctionInfo
+	err := s.Caller.Call(ctx, addr, MethodDescribe, &fns)
+	return fns, err
+}
+
+// CacheServers returns the memcached servers the node at addr writes
+// results to; none for an in-memory cache (shoal.cache).
+func (s Stub) CacheServers(ctx context.Context, addr string) ([]string, error) {
+	var servers []string
+	err := s.Caller.Call(ctx, addr, MethodCache, &servers)
+	return servers, err
+}
+
+// Map runs a chunk of items on the node at addr (shoal.map) and returns one
+// result per item, in item order.
+func (s Stub) Map(ctx context.Context, addr string, req MapRequest) ([]MapResult, error) {
+	var results []MapResult
+	if err := s.Caller.Call(ctx, addr, MethodMap, &results, req); err != nil {
+		return nil, err
+	}
+	if len(results) != len(req.Items) {
+		return nil, fmt.Errorf("grid: %s answered %d results for %d items", addr, len(results), len(req.Items))
+	}
+	return results, nil
+}

@@ -1,0 +1,106 @@
+package grid_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"slices"
+	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+// serve runs an rpc.Server answering the grid's methods as a node would,
+// on a free port of 127.0.0.1.
+func serve(t *testing.T, mapChunk any) string {
+	t.Helper()
+	srv := rpc.NewServer(rpc.ServerConfig{})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(srv.Register("square", func(x int) int { return x * x }, rpc.Cacheable()))
+	must(srv.RegisterSystem(grid.MethodMembers, func() []grid.Member {
+		return []grid.Member{member("b", grid.StateAlive, 2, 1, 0), member("a", grid.StateSuspect, 4, 0, 0)}
+	}))
+	must(srv.RegisterSystem(grid.MethodFunctions, func() []grid.Function { return []grid.Function{function("square", "a", "b")} }))
+	must(srv.RegisterSystem(grid.MethodCache, func() []string { return []string{"127.0.0.1:11211"} }))
+	must(srv.RegisterSystem(grid.MethodMap, mapChunk))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return l.Addr().String()
+}
+
+func TestStubOverRealRPC(t *testing.T) {
+	addr := serve(t, func(req grid.MapRequest) []grid.MapResult {
+		out := make([]grid.MapResult, len(req.Items))
+		for i, raw := range req.Items {
+			var args []int
+			if err := msgpack.Unmarshal(raw, &args); err != nil || len(args) != 1 {
+				out[i].Error = "BadArguments: want one int"
+				continue
+			}
+			out[i].Value, _ = msgpack.Marshal(args[0] * 10)
+		}
+		return out
+	})
+	pool := rpc.NewPool(rpc.ClientConfig{})
+	defer pool.Close()
+	stub := grid.Stub{Caller: pool}
+	ctx := context.Background()
+
+	view, err := stub.View(ctx, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := names(view.Members()); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("members %v", got)
+	}
+	if m, _ := view.Member("b"); m.Running != 1 || m.Slots != 2 || m.RPC != "b:7373" {
+		t.Fatalf("member b decoded as %+v", m)
+	}
+	if best, ok := view.LeastLoaded("square"); !ok || best.Name != "b" {
+		t.Fatalf("least loaded: %v %v (a is suspect)", best.Name, ok)
+	}
+	fns, err := stub.Describe(ctx, addr)
+	if err != nil || len(fns) != 1 || fns[0].Name != "square" || !fns[0].Cacheable {
+		t.Fatalf("describe: %+v %v", fns, err)
+	}
+	servers, err := stub.CacheServers(ctx, addr)
+	if err != nil || !slices.Equal(servers, []string{"127.0.0.1:11211"}) {
+		t.Fatalf("cache servers: %v %v", servers, err)
+	}
+	one, _ := msgpack.Marshal([]int{4})
+	bad, _ := msgpack.Marshal([]string{"x"})
+	results, err := stub.Map(ctx, addr, grid.MapRequest{Function: "f", Items: []msgpack.RawMessage{one, bad}})
+	if err != nil || len(results) != 2 || results[1].Error == "" {
+		t.Fatalf("map: %+v %v", results, err)
+	}
+	var v int
+	if err := msgpack.Unmarshal(results[0].Value, &v); err != nil || v != 40 {
+		t.Fatalf("map result %d %v", v, err)
+	}
+}
+
+func TestStubMapRefusesAShortAnswer(t *testing.T) {
+	addr := serve(t, func(req grid.MapRequest) []grid.MapResult { return []grid.MapResult{{}} })
+	pool := rpc.NewPool(rpc.ClientConfig{})
+	defer pool.Close()
+	one, _ := msgpack.Marshal([]int{1})
+	_, err := grid.Stub{Caller: pool}.Map(context.Background(), addr, grid.MapRequest{Items: []msgpack.RawMessage{one, one}})
+	if err == nil {
+		t.Fatal("one result for two items was accepted")
+	}
+	_, err = grid.Stub{Caller: pool}.Members(context.Background(), "127.0.0.1:1")
+	var dial *rpc.DialError
+	if !errors.As(err, &dial) || !rpc.Retryable(err) {
+		t.Fatalf("a closed port: %v", err)
+	}
+}
