@@ -363,6 +363,37 @@ func TestShutdownDrainsInFlightCalls(t *testing.T) {
 	}
 }
 
+// TestShutdownRefusesOnEveryConnectionAtOnce: while one connection's slow
+// call drains, the others must already refuse new calls (found by a
+// client test: connections were drained one after another, so a node
+// draining a slow call went on taking work on every other connection).
+func TestShutdownRefusesOnEveryConnectionAtOnce(t *testing.T) {
+	s, addr := startServer(t, ServerConfig{})
+	slow := dial(t, addr, ClientConfig{})
+	others := []*Client{dial(t, addr, ClientConfig{}), dial(t, addr, ClientConfig{}), dial(t, addr, ClientConfig{})}
+	for _, c := range others {
+		if err := c.Call(context.Background(), "add", nil, 1, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	call := slow.Go(context.Background(), "sleep", nil, nil, 60_000)
+	waitFor(t, "the slow call to start", func() bool { return s.Stats().InFlight == 1 })
+	ctx, cancel := context.WithCancel(context.Background())
+	shut := make(chan error, 1)
+	go func() { shut <- s.Shutdown(ctx) }()
+	waitFor(t, "the slow call's connection to refuse calls", func() bool {
+		return errors.Is(slow.Call(context.Background(), "add", nil, 1, 2), ErrUnavailable)
+	})
+	for i, c := range others {
+		if err := c.Call(context.Background(), "add", nil, 1, 2); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("connection %d took a new call while the server drained: %v", i, err)
+		}
+	}
+	cancel()
+	<-shut
+	<-call.Done
+}
+
 func TestShutdownDeadlineForcesClose(t *testing.T) {
 	s, addr := startServer(t, ServerConfig{})
 	c := dial(t, addr, ClientConfig{})

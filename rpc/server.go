@@ -271,6 +271,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
+	// Every connection refuses new calls before any is waited for: one
+	// slow call must not leave the others taking work meanwhile.
+	for _, c := range conns {
+		c.startDrain()
+	}
 	for _, c := range conns {
 		if err := c.drain(ctx); err != nil {
 			s.Close()
@@ -658,9 +663,10 @@ func (c *serverConn) reply(id uint32, callErr *Error, result any) {
 	e.free()
 }
 
-// drain refuses new calls and waits for running ones and their replies.
-func (c *serverConn) drain(ctx context.Context) error {
+// startDrain makes the connection refuse new calls.
+func (c *serverConn) startDrain() {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if !c.draining {
 		c.draining = true
 		c.drained = make(chan struct{})
@@ -668,7 +674,11 @@ func (c *serverConn) drain(ctx context.Context) error {
 			close(c.drained)
 		}
 	}
-	c.mu.Unlock()
+}
+
+// drain refuses new calls and waits for running ones and their replies.
+func (c *serverConn) drain(ctx context.Context) error {
+	c.startDrain()
 	select {
 	case <-c.drained:
 	case <-ctx.Done():
