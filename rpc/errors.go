@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 )
 
@@ -173,7 +174,14 @@ type DialError struct {
 	Err  error  // why it failed
 }
 
-func (e *DialError) Error() string { return fmt.Sprintf("rpc: dial %s: %v", e.Addr, e.Err) }
+func (e *DialError) Error() string {
+	cause := e.Err
+	var op *net.OpError
+	if errors.As(cause, &op) && op.Err != nil {
+		cause = op.Err // its text repeats the address
+	}
+	return fmt.Sprintf("rpc: dial %s: %v", e.Addr, cause)
+}
 
 func (e *DialError) Unwrap() error { return e.Err }
 
