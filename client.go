@@ -111,7 +111,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	seedErr := &SeedError{}
 	for _, seed := range cfg.Seeds {
 		seed = strings.TrimSpace(seed)
-		err := c.refreshFrom(ctx, seed)
+		err := c.refreshFromSeed(ctx, seed)
 		if err == nil {
 			break
 		}
@@ -120,7 +120,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 			return nil, err
 		}
 		seedErr.Seeds = append(seedErr.Seeds, seed)
-		seedErr.Errs = append(seedErr.Errs, explainSeed(ctx, seed, err))
+		seedErr.Errs = append(seedErr.Errs, err)
 	}
 	if view, _ := c.views.View(); view == nil {
 		c.Close()
@@ -136,26 +136,56 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// explainSeed names what answered at a seed that failed as a grid node,
-// when it is something else: a node's gossip or HTTP port, or a plain
-// msgpack-rpc server.
-func explainSeed(ctx context.Context, seed string, err error) error {
-	if errors.Is(err, rpc.ErrUnknownFunction) {
-		return fmt.Errorf("%s answers msgpack-rpc but is not a Shoal node (it has no %s)", seed, grid.MethodMembers)
-	}
-	var dial *rpc.DialError
-	if errors.As(err, &dial) || ctx.Err() != nil {
-		return err // nothing answered there to identify
-	}
-	pctx, cancel := context.WithTimeout(ctx, time.Second)
+// seedPatience is how long a seed may take to answer before the client
+// checks whether it speaks msgpack-rpc at all: an HTTP server waits for a
+// request line that never comes, and would hold Dial for its whole timeout.
+const seedPatience = 300 * time.Millisecond
+
+// refreshFromSeed reads the view from a seed, as refreshFrom, and names
+// what answered instead when the seed is not a grid node's RPC address: a
+// node's gossip or HTTP port, or a plain msgpack-rpc server.
+func (c *Client) refreshFromSeed(ctx context.Context, seed string) error {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	switch portprobe.Identify(pctx, seed) {
-	case portprobe.Gossip:
-		return fmt.Errorf("%s is a node's gossip address, not its RPC address", seed)
-	case portprobe.HTTP:
-		return fmt.Errorf("%s is an HTTP address (a node's --http?), not a node's RPC address", seed)
+	done := make(chan error, 1)
+	go func() { done <- c.refreshFrom(ctx, seed) }()
+	var err error
+	answered := false
+	select {
+	case err = <-done:
+		answered = true
+		var dial *rpc.DialError
+		if err == nil || errors.As(err, &dial) || errors.Is(err, rpc.ErrUnauthorized) || ctx.Err() != nil {
+			return err // it answered, or nothing is there to identify
+		}
+		if errors.Is(err, rpc.ErrUnknownFunction) {
+			return fmt.Errorf("%s answers msgpack-rpc but is not a Shoal node (it has no %s)", seed, grid.MethodMembers)
+		}
+	case <-time.After(seedPatience):
 	}
-	return fmt.Errorf("%s: %w", seed, err)
+	pctx, pcancel := context.WithTimeout(ctx, time.Second)
+	kind := portprobe.Identify(pctx, seed)
+	pcancel()
+	var named error
+	switch kind {
+	case portprobe.Gossip:
+		named = fmt.Errorf("%s is a node's gossip address, not its RPC address", seed)
+	case portprobe.HTTP:
+		named = fmt.Errorf("%s is an HTTP address (a node's --http?), not a node's RPC address", seed)
+	}
+	if !answered {
+		if named != nil {
+			cancel() // the read still waiting there ends with ctx
+		}
+		err = <-done
+	}
+	switch {
+	case named != nil:
+		return named
+	case err != nil:
+		return fmt.Errorf("%s: %w", seed, err)
+	}
+	return nil
 }
 
 // discoverCache uses the memcached servers the nodes write results to.
@@ -274,13 +304,24 @@ func (c *Client) Call(ctx context.Context, fn string, out any, args ...any) erro
 		if i > 0 {
 			c.log.Debug("call retried on the next node", "function", fn, "node", m.RPC, "after", err)
 		}
-		c.log.Debug("call sent", "function", fn, "node", m.RPC)
-		err = c.pool.Call(ctx, m.RPC, fn, out, args...)
+		err = c.callOn(ctx, m.RPC, fn, out, args...)
 		if err == nil || !retryElsewhere(err) || ctx.Err() != nil {
 			return err
 		}
 	}
 	return err
+}
+
+// callOn calls fn on the node at addr, logging (at debug level) once the
+// request has gone out.
+func (c *Client) callOn(ctx context.Context, addr, fn string, out any, args ...any) error {
+	cl, err := c.pool.Get(ctx, addr)
+	if err != nil {
+		return err
+	}
+	call := cl.Go(ctx, fn, out, nil, args...)
+	c.log.Debug("call sent", "function", fn, "node", addr)
+	return (<-call.Done).Error
 }
 
 // retryElsewhere reports errors after which another node may well succeed:

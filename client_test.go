@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -104,5 +105,153 @@ func TestWaitForMembersSeesANodeThatJoinsLater(t *testing.T) {
 	err = c.WaitForMembers(ctx, 3)
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "2 of 3 members alive") {
 		t.Fatalf("waiting for a third member: %v", err)
+	}
+}
+
+// logLines is a slog handler's output, safe to read while it is written.
+type logLines struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *logLines) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *logLines) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.buf.String(), s)
+}
+
+// startNode starts an in-process node named name, joined to join if it is
+// not empty, serving square and sleep.
+func startNode(t *testing.T, name, join string) *node.Node {
+	t.Helper()
+	cfg := node.FastConfig()
+	cfg.Name, cfg.HTTPAddr = name, ""
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	if join != "" {
+		cfg.Join = []string{join}
+	}
+	n, err := node.New(cfg, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Register("square", func(x int) int { return x * x })
+	n.Register("sleep", func(ctx context.Context, ms int) (int, error) {
+		select {
+		case <-time.After(time.Duration(ms) * time.Millisecond):
+			return ms, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	})
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// TestCallRetriesOnTheNextNode takes one of two nodes away behind a
+// client's back (its view is refreshed hourly, so it still lists the node
+// as alive): calls that pick it must be tried once more on the other node
+// and succeed, whether it is draining (Unavailable) or dead (refused).
+func TestCallRetriesOnTheNextNode(t *testing.T) {
+	for _, how := range []string{"draining", "dead"} {
+		t.Run(how, func(t *testing.T) {
+			a := startNode(t, "a", "")
+			b := startNode(t, "b", a.GossipAddr())
+			var logs logLines
+			c, err := shoal.Dial(context.Background(), shoal.Config{Seeds: []string{a.RPCAddr()}, Refresh: time.Hour,
+				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			testutil.WaitFor(t, 10*time.Second, "the client to see b offer square", func() bool {
+				c.WaitForMembers(ctx, 2)
+				return len(c.View().Offering("square")) == 2
+			})
+			// Equally loaded nodes are picked at random: within 40 calls
+			// both have a connection in the client's pool.
+			for i := 0; i < 40; i++ {
+				var got int
+				if err := c.Call(ctx, "square", &got, i); err != nil || got != i*i {
+					t.Fatalf("square(%d) = %d, %v", i, got, err)
+				}
+			}
+			if logs.count("node="+b.RPCAddr()) == 0 {
+				t.Fatal("no call went to b")
+			}
+
+			switch how {
+			case "draining":
+				// A call in flight keeps b draining while the test runs.
+				direct, err := rpc.Dial(ctx, b.RPCAddr(), rpc.ClientConfig{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer direct.Close()
+				slow := direct.Go(ctx, "sleep", nil, nil, 60_000)
+				testutil.WaitFor(t, 10*time.Second, "the slow call to run on b", func() bool { return b.InFlight() == 1 })
+				drained := make(chan error, 1)
+				go func() { drained <- b.Shutdown(context.Background()) }()
+				testutil.WaitFor(t, 10*time.Second, "b to refuse new calls", func() bool {
+					return errors.Is(direct.Call(ctx, "square", nil, 1), rpc.ErrUnavailable)
+				})
+				defer func() {
+					direct.Close()
+					<-slow.Done
+					<-drained
+				}()
+			case "dead":
+				b.Close()
+			}
+			before := logs.count("call retried on the next node")
+			for i := 0; i < 40; i++ {
+				var got int
+				if err := c.Call(ctx, "square", &got, i); err != nil || got != i*i {
+					t.Fatalf("with b %s, square(%d) = %d, %v", how, i, got, err)
+				}
+			}
+			if retried := logs.count("call retried on the next node") - before; retried == 0 {
+				t.Fatalf("no call was retried: b was never picked first in 40 calls, or it answered while %s\n%s", how, logs.buf.String())
+			}
+		})
+	}
+}
+
+// TestCallGivesUpAfterOneRetry: with both nodes gone the call fails, after
+// two tries, with the second node's error.
+func TestCallGivesUpAfterOneRetry(t *testing.T) {
+	a := startNode(t, "a", "")
+	b := startNode(t, "b", a.GossipAddr())
+	var logs logLines
+	c, err := shoal.Dial(context.Background(), shoal.Config{Seeds: []string{a.RPCAddr()}, Refresh: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testutil.WaitFor(t, 10*time.Second, "the client to see b offer square", func() bool {
+		c.WaitForMembers(context.Background(), 2)
+		return len(c.View().Offering("square")) == 2
+	})
+	a.Close()
+	b.Close()
+	err = c.Call(context.Background(), "square", nil, 3)
+	var dial *rpc.DialError
+	var conn *rpc.ConnError
+	if !errors.As(err, &dial) && !errors.As(err, &conn) {
+		t.Fatalf("with every node gone: %v", err)
+	}
+	if n := logs.count("call retried on the next node"); n != 1 {
+		t.Fatalf("%d retries, want 1", n)
 	}
 }

@@ -61,10 +61,23 @@ func (o *clientOptions) dial(ctx context.Context, g *globalOptions) (*shoal.Clie
 		return nil, err
 	}
 	c, err := shoal.Dial(ctx, shoal.Config{Seeds: o.seeds, Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger})
-	if errors.Is(err, shoal.ErrNoSeed) {
-		return nil, fmt.Errorf("%w\n(is a node running? start one with `shoal node`, or point --seed at a node's RPC address, HOST:PORT as its --rpc flag gave)", err)
+	var seeds *shoal.SeedError
+	if errors.As(err, &seeds) {
+		return nil, fmt.Errorf("%w\n%s", err, seedHint(seeds))
 	}
 	return c, err
+}
+
+// seedHint says what to do when no seed answered: start a node when
+// nothing listens there, or give the right port when something else does.
+func seedHint(e *shoal.SeedError) string {
+	for _, err := range e.Errs {
+		var dial *rpc.DialError
+		if !errors.As(err, &dial) {
+			return "(--seed takes a node's RPC address: what its --rpc flag gave, 127.0.0.1:7373 by default)"
+		}
+	}
+	return "(is a node running? start one with `shoal node`, or point --seed at a running node's RPC address)"
 }
 
 // dialDirect connects to the first seed that answers as a plain
@@ -130,8 +143,10 @@ node as well.`,
 func runCall(ctx context.Context, cmd *cobra.Command, g *globalOptions, o *callOptions, fn string, rawArgs []string) error {
 	args := make([]any, len(rawArgs))
 	for i, raw := range rawArgs {
-		if name, ok := strings.CutPrefix(raw, "--"); ok && cmd.Flags().Lookup(strings.SplitN(name, "=", 2)[0]) != nil {
-			return fmt.Errorf("argument %d is the flag %s: flags go before FUNC (shoal call %s %s ...)", i+1, raw, raw, fn)
+		if name, ok := strings.CutPrefix(raw, "--"); ok {
+			if f := cmd.Flags().Lookup(strings.SplitN(name, "=", 2)[0]); f != nil {
+				return fmt.Errorf("--%s after %s: flags go before FUNC, as in shoal call --%s ... %s [ARG ...]", f.Name, fn, f.Name, fn)
+			}
 		}
 		v, err := parseJSONArg(raw)
 		if err != nil {

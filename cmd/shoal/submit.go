@@ -27,6 +27,7 @@ type submitOptions struct {
 	format      string
 	summaryJSON string
 	attempts    int
+	retries     int // --attempts under its old name
 	timeout     time.Duration
 	chunk       int
 	noCache     bool
@@ -68,7 +69,7 @@ when interrupted (Ctrl-C cancels the job on every node).`,
   printf '[1,2]\n[3,4]\n' | shoal submit --input - add`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runSubmit(cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), g, o, args[0])
+			return runSubmit(cmd, g, o, args[0])
 		},
 	}
 	o.addFlags(cmd)
@@ -78,7 +79,7 @@ when interrupted (Ctrl-C cancels the job on every node).`,
 	f.StringVar(&o.format, "format", "values", "output: values (one JSON result per line) or records (objects with index, result or error, cached, node, attempts)")
 	f.StringVar(&o.summaryJSON, "summary-json", "", "write the summary as a JSON object to FILE (see above for its fields)")
 	f.IntVar(&o.attempts, "attempts", 3, "tries per item in all, the first included, for retryable failures (lost node, timeout, overloaded)")
-	f.IntVar(&o.attempts, "retries", 3, "the old name of --attempts")
+	f.IntVar(&o.retries, "retries", 3, "the old name of --attempts")
 	f.MarkDeprecated("retries", "it counted tries, not retries; use --attempts")
 	f.DurationVar(&o.timeout, "timeout", 0, "per item; the function's context ends on the node too (0: none)")
 	f.IntVar(&o.chunk, "chunk", 0, "items per call (0: sized from each item's measured cost)")
@@ -101,7 +102,16 @@ type summary struct {
 }
 
 // check refuses flags that cannot make a job, before anything runs.
-func (o *submitOptions) check() error {
+func (o *submitOptions) check(cmd *cobra.Command) error {
+	if cmd.Flags().Changed("retries") {
+		if cmd.Flags().Changed("attempts") {
+			return errors.New("give --attempts only: --retries is its old name")
+		}
+		if o.retries < 1 {
+			return fmt.Errorf("--retries %d: an item needs at least 1 attempt (--retries counted tries; it is now --attempts)", o.retries)
+		}
+		o.attempts = o.retries
+	}
 	switch {
 	case o.format != "values" && o.format != "records":
 		return fmt.Errorf("--format %q: want values or records", o.format)
@@ -115,8 +125,9 @@ func (o *submitOptions) check() error {
 	return nil
 }
 
-func runSubmit(ctx context.Context, stdin io.Reader, stdout, stderr io.Writer, g *globalOptions, o *submitOptions, fn string) (err error) {
-	if err := o.check(); err != nil {
+func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string) (err error) {
+	ctx, stdin, stdout, stderr := cmd.Context(), cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr()
+	if err := o.check(cmd); err != nil {
 		return err
 	}
 	inputs, err := o.inputs(stdin)

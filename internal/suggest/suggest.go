@@ -16,7 +16,7 @@ func Closest(name string, candidates []string) []string {
 		d    int
 	}
 	var close []scored
-	limit := max(1, min(3, len(name)/3))
+	limit := max(1, min(3, (len(name)+2)/3))
 	lower := strings.ToLower(name)
 	for _, c := range candidates {
 		if c == name {

@@ -18,6 +18,7 @@ func TestClosest(t *testing.T) {
 		{"sleeep", []string{"sleep"}},
 		{"fob", []string{"fib"}},
 		{"square", nil},
+		{"sqre", []string{"square"}},
 		{"nope", nil},
 		{"x", nil},
 	} {
