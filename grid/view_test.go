@@ -32,7 +32,7 @@ func TestOfferingIsAliveMembersThatCanRun(t *testing.T) {
 		member("s", grid.StateSuspect, 2, 0, 0),
 		member("d", grid.StateDead, 2, 0, 0),
 		member("l", grid.StateLeft, 2, 0, 0),
-		member("z", grid.StateAlive, 0, 0, 0), // no metadata: no slots
+		member("z", grid.StateAlive, 0, 0, 0),         // no metadata: no slots
 		{Name: "n", State: grid.StateAlive, Slots: 1}, // no RPC address
 	}, []grid.Function{function("square", "e", "a", "s", "d", "l", "z", "n", "ghost"), function("cube", "a")})
 	if got := names(v.Offering("square")); !slices.Equal(got, []string{"a", "e"}) {
