@@ -341,7 +341,7 @@ func TestMemcachedConcurrentUse(t *testing.T) {
 			for round := 0; round < 5; round++ {
 				c.SetMulti(ctx, its)
 				if got := c.GetMulti(ctx, keys); len(got) != len(keys) {
-					t.Errorf("goroutine %d round %d found %d of %d", g, round, len(got), len(keys))
+					t.Errorf("goroutine %d round %d found %d of %d; stats %+v", g, round, len(got), len(keys), c.Stats())
 					return
 				}
 				if g == 0 && round == 2 {

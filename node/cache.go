@@ -35,7 +35,7 @@ func (n *Node) newCache() error {
 		n.cache, n.ownsCache = n.cfg.Cache, false
 		return nil
 	case n.cfg.CacheRing == "gossip" || len(n.cfg.Memcached) > 0:
-		mc, err := cache.NewMemcached(cache.MemcachedConfig{Servers: n.cfg.Memcached, Logger: n.log})
+		mc, err := cache.NewMemcached(cache.MemcachedConfig{Servers: n.cfg.Memcached, Timeout: n.cfg.CacheTimeout, Logger: n.log})
 		if err != nil {
 			return err
 		}

@@ -50,6 +50,9 @@ type Config struct {
 	// Memcached lists the memcached servers (HOST:PORT) the node writes
 	// results of cacheable functions to. Default: none.
 	Memcached []string
+	// CacheTimeout bounds each request to a memcached server.
+	// Default: cache.DefaultTimeout (500ms).
+	CacheTimeout time.Duration
 	// CacheRing chooses the memcached servers: "static" uses Memcached,
 	// "gossip" the CacheAddr of every live member, following membership.
 	// Default: "static".

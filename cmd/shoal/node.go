@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/internal/builtins"
 	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
@@ -34,6 +35,7 @@ type nodeOptions struct {
 	cacheAddr      string
 	cacheRing      string
 	cacheSize      int
+	cacheTimeout   time.Duration
 	token          string
 	tlsCert        string
 	tlsKey         string
@@ -96,6 +98,7 @@ Built-in functions:
 	f.StringVar(&o.cacheAddr, "cache-addr", "", "HOST:PORT of a memcached running beside this node, offered to the grid's cache ring")
 	f.StringVar(&o.cacheRing, "cache-ring", "static", "static: use --memcached (or, without it, an in-memory cache); gossip: every live member's --cache-addr")
 	f.IntVar(&o.cacheSize, "cache-size", 64<<20, "bytes of the in-memory cache used when no memcached is configured")
+	f.DurationVar(&o.cacheTimeout, "cache-timeout", cache.DefaultTimeout, "bound on each request to a memcached server; one that times out counts against the server")
 	f.StringVar(&o.token, "token", "", "shared token clients must present with shoal.auth before any call")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate file: serve TLS (needs --tls-key)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
@@ -137,6 +140,8 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 		return cfg, fmt.Errorf("--queue %d: want the number of calls that may wait, or 0 for 64 per slot", o.queue)
 	case o.cacheSize < 0:
 		return cfg, fmt.Errorf("--cache-size %d: want a number of bytes", o.cacheSize)
+	case o.cacheTimeout <= 0:
+		return cfg, fmt.Errorf("--cache-timeout %v: want a positive duration", o.cacheTimeout)
 	}
 	log, err := g.logger()
 	if err != nil {
@@ -146,6 +151,7 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 	cfg.Join, cfg.JoinTimeout, cfg.Slots, cfg.QueueSize = o.join, o.joinTimeout, o.slots, o.queue
 	cfg.DrainTimeout, cfg.Logger = o.drainTimeout, log
 	cfg.Memcached, cfg.CacheAddr, cfg.CacheRing, cfg.CacheSize = o.memcached, o.cacheAddr, o.cacheRing, o.cacheSize
+	cfg.CacheTimeout = o.cacheTimeout
 	switch o.gossipTiming {
 	case "lan":
 		cfg.Timing = node.LANTiming()
