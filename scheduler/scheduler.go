@@ -252,7 +252,8 @@ func (j *job) membershipChanged() {
 }
 
 // nextWake is when the loop must look again without news: a backoff
-// ending, or a breaker letting a probe through while items wait.
+// ending, a breaker letting a probe through while items wait, or, at the
+// tail of a hedged job, a chunk becoming slow enough to re-issue.
 func (j *job) nextWake() (time.Time, bool) {
 	var next time.Time
 	earlier := func(t time.Time) {
@@ -262,6 +263,16 @@ func (j *job) nextWake() (time.Time, bool) {
 	}
 	for _, r := range j.delayed {
 		earlier(r.at)
+	}
+	if j.opts.Hedge && len(j.pending) == 0 && len(j.delayed) == 0 {
+		// Only ahead: a chunk already overdue waits for a node to fall
+		// idle, which a completion announces.
+		now := time.Now()
+		for _, c := range j.inflight {
+			if at := c.started.Add(j.hedgeAfter(c)); !c.hedge && !c.hedged && !c.abandoned && at.After(now) {
+				earlier(at)
+			}
+		}
 	}
 	if len(j.pending) > 0 {
 		for _, w := range j.workers {
@@ -305,7 +316,7 @@ func (j *job) dispatch(ctx context.Context) {
 		if probe {
 			size = 1 // a probe risks one item on a node that has been failing
 		}
-		c := j.send(ctx, w, j.takeChunk(size), false)
+		c := j.send(ctx, w, j.takeChunk(w.Name, size), false)
 		c.probe = probe
 	}
 }
@@ -339,7 +350,7 @@ func (j *job) lookupAhead(ctx context.Context) {
 func (j *job) pickWorker(avoid string) (grid.Member, bool) {
 	now := time.Now()
 	var best grid.Member
-	bestFree := -1.0
+	found, bestFree := false, 0.0
 	for _, w := range j.workers {
 		slots := max(w.Slots, 1)
 		credit := slots*j.opts.ChunksPerSlot - j.busy[w.Name]
@@ -350,11 +361,11 @@ func (j *job) pickWorker(avoid string) (grid.Member, bool) {
 		if w.Name == avoid {
 			free -= 1000 // only if nothing else has room
 		}
-		if free > bestFree {
-			best, bestFree = w, free
+		if !found || free > bestFree {
+			best, bestFree, found = w, free, true
 		}
 	}
-	return best, bestFree > -1
+	return best, found
 }
 
 // chunkSize is ChunkSize, or else sized from the measured cost of an item.
@@ -365,11 +376,26 @@ func (j *job) chunkSize() int {
 	return j.adaptiveChunk()
 }
 
-// takeChunk removes the next chunk of up to size items from the queue.
-func (j *job) takeChunk(size int) []int {
-	size = min(size, len(j.pending))
-	items := append([]int(nil), j.pending[:size]...)
-	j.pending = j.pending[size:]
+// takeChunk removes the next chunk of up to size items for node from the
+// queue. Retried items that last failed on node stay queued, in order, for
+// another node, unless one leads the queue: pickWorker chose node for it
+// because nothing else had room.
+func (j *job) takeChunk(node string, size int) []int {
+	items := make([]int, 0, min(size, len(j.pending)))
+	var skipped []int
+	k := 0
+	for ; k < len(j.pending) && len(items) < size; k++ {
+		i := j.pending[k]
+		if k > 0 && j.state[i].lastNode == node {
+			skipped = append(skipped, i)
+			continue
+		}
+		items = append(items, i)
+	}
+	// Put the skipped items back just ahead of the rest, in place.
+	start := k - len(skipped)
+	copy(j.pending[start:k], skipped)
+	j.pending = j.pending[start:]
 	return items
 }
 
@@ -584,7 +610,7 @@ func (j *job) hedge(ctx context.Context) {
 			slowest = c
 		}
 	}
-	if slowest == nil || time.Since(slowest.started) < 2*j.expectedChunkTime(len(slowest.items)) {
+	if slowest == nil || time.Since(slowest.started) < j.hedgeAfter(slowest) {
 		return
 	}
 	now := time.Now()
@@ -611,6 +637,9 @@ func (j *job) hedge(ctx context.Context) {
 	j.stats.Reissued++
 	j.send(ctx, idle[0], items, true)
 }
+
+// hedgeAfter is how long c may run before it is worth re-issuing.
+func (j *job) hedgeAfter(c *chunk) time.Duration { return 2 * j.expectedChunkTime(len(c.items)) }
 
 func (j *job) expectedChunkTime(items int) time.Duration {
 	if j.itemCost <= 0 {
