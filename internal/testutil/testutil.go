@@ -56,15 +56,21 @@ func Build(t testing.TB, pkg string) string {
 		build.dir, build.bins = dir, make(map[string]string)
 	}
 	bin := filepath.Join(build.dir, filepath.Base(pkg))
-	args := []string{"build", "-o", bin, pkg}
-	if raceEnabled {
-		args = []string{"build", "-race", "-o", bin, pkg}
-	}
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+	if out, err := GoBuild("-o", bin, pkg); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	build.bins[pkg] = bin
 	return bin
+}
+
+// GoBuild runs go build with args, with the race detector when the tests
+// run with it (so that it shares their build cache), and returns its
+// combined output.
+func GoBuild(args ...string) ([]byte, error) {
+	if raceEnabled {
+		args = append([]string{"-race"}, args...)
+	}
+	return exec.Command("go", append([]string{"build"}, args...)...).CombinedOutput()
 }
 
 // Process is a command started by Start. Its stderr is read line by line so
