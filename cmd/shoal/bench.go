@@ -44,8 +44,8 @@ so a noisy machine slows them alike:
   all    every scenario (the default)
 
 The table ends with the targets Shoal aims for and whether this run met
-them. A full run takes a few minutes; --quick runs smaller sizes in well
-under one. Flags set sizes one by one and win over --quick.`,
+them. A full run takes about a minute on a 2-core machine; --quick runs
+smaller sizes in about 15 seconds. Flags set sizes one by one and win over --quick.`,
 		Example: `  shoal bench --quick
   shoal bench all --json bench.json --plot bench.svg
   shoal bench rpc --duration 10s --callers 1,8,64

@@ -32,8 +32,8 @@ func newMembersCmd(g *globalOptions) *cobra.Command {
 		Long: `List every member the --seed node knows: name, RPC address, state (alive,
 suspect, dead or left), slots, load (calls running/slots, then + calls queued)
 and how many functions it offers. --json prints an array of objects with
-name, gossip, rpc, http, state, slots, running, queued, digest, version and
-functions.`,
+name, gossip, rpc, http, state, slots, running, queued, digest, cache (the
+memcached the member offers, when it offers one), version and functions.`,
 		Example: `  shoal members
   shoal members --seed 127.0.0.1:7374 --json`,
 		Args: cobra.NoArgs,
