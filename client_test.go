@@ -255,3 +255,29 @@ func TestCallGivesUpAfterOneRetry(t *testing.T) {
 		t.Fatalf("%d retries, want 1", n)
 	}
 }
+
+// TestBadOptionsFailBeforeTheJob: options that cannot make a job are
+// refused with an error naming them, and nothing is sent.
+func TestBadOptionsFailBeforeTheJob(t *testing.T) {
+	n, stop := startGrid()
+	defer stop()
+	c := dial(n.RPCAddr())
+	defer c.Close()
+	for _, tc := range []struct {
+		opt  shoal.Option
+		want string
+	}{
+		{shoal.WithAttempts(0), "WithAttempts(0): an item needs at least one attempt"},
+		{shoal.WithChunkSize(-1), "WithChunkSize(-1)"},
+		{shoal.WithTimeout(-time.Second), "WithTimeout(-1s)"},
+	} {
+		_, err := shoal.Map[int, int](context.Background(), c, "square", []int{1, 2}, tc.opt)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("got %v, want an error saying %q", err, tc.want)
+		}
+	}
+	_, err := shoal.Map[int, int](context.Background(), c, "sqare", []int{1})
+	if !errors.Is(err, rpc.ErrUnknownFunction) || !strings.Contains(err.Error(), `did you mean "square"?`) {
+		t.Fatalf("misspelt function: %v", err)
+	}
+}
