@@ -256,8 +256,8 @@ func TestCallGivesUpAfterOneRetry(t *testing.T) {
 	}
 }
 
-// TestBadOptionsFailBeforeTheJob: options that cannot make a job are
-// refused with an error naming them, and nothing is sent.
+// TestBadOptionsFailBeforeTheJob: options that cannot make a job, and a
+// function nobody offers, are refused with an error naming them.
 func TestBadOptionsFailBeforeTheJob(t *testing.T) {
 	n, stop := startGrid()
 	defer stop()

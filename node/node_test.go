@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/cache"
@@ -457,5 +459,38 @@ func TestDescribeIsFiledUnderItsOwnDigest(t *testing.T) {
 	}
 	if newList, _ := a.catalogue.lookup(functionDigest(fns)); len(newList) != 2 {
 		t.Fatal("the new list was not filed under its own digest")
+	}
+}
+
+// TestEventQueueKeepsEveryEvent: memberlist's callbacks push while the
+// event loop is busy; every event must come out, in order (a full buffer
+// used to drop them, promising a re-read that never came).
+func TestEventQueueKeepsEveryEvent(t *testing.T) {
+	q := newEventQueue()
+	const n = 10_000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < n; i++ {
+			q.push(memberEvent{node: memberlist.Node{Name: strconv.Itoa(i)}})
+		}
+	}()
+	var got []memberEvent
+	for len(got) < n {
+		select {
+		case <-q.wake:
+			got = append(got, q.take()...)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d events came out", len(got), n)
+		}
+	}
+	<-done
+	for i, ev := range got {
+		if ev.node.Name != strconv.Itoa(i) {
+			t.Fatalf("event %d is %s: out of order", i, ev.node.Name)
+		}
+	}
+	if rest := q.take(); len(rest) != 0 {
+		t.Fatalf("%d events more than were pushed", len(rest))
 	}
 }
