@@ -156,6 +156,27 @@ func startNode(t *testing.T, name, join string) *node.Node {
 	return n
 }
 
+// twoNodes starts nodes a and b and a client that sees both offer square,
+// logging at debug level into logs, whose view is refreshed only hourly:
+// what happens to the nodes afterwards, it does not learn.
+func twoNodes(t *testing.T) (a, b *node.Node, c *shoal.Client, logs *logLines) {
+	t.Helper()
+	a = startNode(t, "a", "")
+	b = startNode(t, "b", a.GossipAddr())
+	logs = &logLines{}
+	c, err := shoal.Dial(context.Background(), shoal.Config{Seeds: []string{a.RPCAddr()}, Refresh: time.Hour,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	testutil.WaitFor(t, 10*time.Second, "the client to see b offer square", func() bool {
+		c.WaitForMembers(context.Background(), 2)
+		return len(c.View().Offering("square")) == 2
+	})
+	return a, b, c, logs
+}
+
 // TestCallRetriesOnTheNextNode takes one of two nodes away behind a
 // client's back (its view is refreshed hourly, so it still lists the node
 // as alive): calls that pick it must be tried once more on the other node
@@ -163,21 +184,9 @@ func startNode(t *testing.T, name, join string) *node.Node {
 func TestCallRetriesOnTheNextNode(t *testing.T) {
 	for _, how := range []string{"draining", "dead"} {
 		t.Run(how, func(t *testing.T) {
-			a := startNode(t, "a", "")
-			b := startNode(t, "b", a.GossipAddr())
-			var logs logLines
-			c, err := shoal.Dial(context.Background(), shoal.Config{Seeds: []string{a.RPCAddr()}, Refresh: time.Hour,
-				Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			_, b, c, logs := twoNodes(t)
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			testutil.WaitFor(t, 10*time.Second, "the client to see b offer square", func() bool {
-				c.WaitForMembers(ctx, 2)
-				return len(c.View().Offering("square")) == 2
-			})
 			// Equally loaded nodes are picked at random: within 40 calls
 			// both have a connection in the client's pool.
 			for i := 0; i < 40; i++ {
@@ -230,22 +239,10 @@ func TestCallRetriesOnTheNextNode(t *testing.T) {
 // TestCallGivesUpAfterOneRetry: with both nodes gone the call fails, after
 // two tries, with the second node's error.
 func TestCallGivesUpAfterOneRetry(t *testing.T) {
-	a := startNode(t, "a", "")
-	b := startNode(t, "b", a.GossipAddr())
-	var logs logLines
-	c, err := shoal.Dial(context.Background(), shoal.Config{Seeds: []string{a.RPCAddr()}, Refresh: time.Hour,
-		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	testutil.WaitFor(t, 10*time.Second, "the client to see b offer square", func() bool {
-		c.WaitForMembers(context.Background(), 2)
-		return len(c.View().Offering("square")) == 2
-	})
+	a, b, c, logs := twoNodes(t)
 	a.Close()
 	b.Close()
-	err = c.Call(context.Background(), "square", nil, 3)
+	err := c.Call(context.Background(), "square", nil, 3)
 	var dial *rpc.DialError
 	var conn *rpc.ConnError
 	if !errors.As(err, &dial) && !errors.As(err, &conn) {
