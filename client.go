@@ -159,7 +159,7 @@ func (c *Client) refreshFromSeed(ctx context.Context, seed string) error {
 			return err // it answered, or nothing is there to identify
 		}
 		if errors.Is(err, rpc.ErrUnknownFunction) {
-			return fmt.Errorf("%s answers msgpack-rpc but is not a Shoal node (it has no %s)", seed, grid.MethodMembers)
+			return fmt.Errorf("%s answers msgpack-rpc but is not a Shoal node (%s: %w)", seed, grid.MethodMembers, err)
 		}
 	case <-time.After(seedPatience):
 	}

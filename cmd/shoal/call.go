@@ -72,6 +72,11 @@ func (o *clientOptions) dial(ctx context.Context, g *globalOptions) (*shoal.Clie
 // nothing listens there, or give the right port when something else does.
 func seedHint(e *shoal.SeedError) string {
 	for _, err := range e.Errs {
+		if errors.Is(err, rpc.ErrUnknownFunction) {
+			return "(a plain msgpack-rpc server: shoal call --direct calls it as one)"
+		}
+	}
+	for _, err := range e.Errs {
 		var dial *rpc.DialError
 		if !errors.As(err, &dial) {
 			return "(--seed takes a node's RPC address: what its --rpc flag gave, 127.0.0.1:7373 by default)"
