@@ -1192,3 +1192,74 @@ func TestFakeFailedCallsAreRetriedElsewhere(t *testing.T) {
 		})
 	}
 }
+
+// TestFakeNoSpinWhileAProbeRuns pins down the loop's sleep: while the one
+// probe of a half-open breaker runs and items wait for it, nothing can be
+// sent, so the job's loop must wait for news instead of turning (it once
+// woke at the breaker's past reopening time, again and again, burning a
+// core for as long as the probe ran).
+func TestFakeNoSpinWhileAProbeRuns(t *testing.T) {
+	g := newFakeGrid()
+	unavailable := fail(rpc.Errorf(rpc.KindUnavailable, "draining"))
+	release := make(chan struct{})
+	g.add("only", script(unavailable, unavailable, unavailable, when(release, times10), times10))
+	g.setView(member("only", 1))
+	turns, stop := scheduler.CountTurns()
+	j := g.start(t, context.Background(), 20, scheduler.Options{ChunkSize: 4, ChunksPerSlot: 1, BreakerCooldown: 20 * time.Millisecond})
+	testutil.WaitFor(t, awaitTimeout, "the probe to be sent", func() bool { return len(g.callsTo("only")) == 4 })
+	before := turns()
+	// Long enough for a spinning loop to turn many thousand times.
+	select {
+	case <-j.done:
+		t.Fatal("the job ended while its probe was held")
+	case <-time.After(300 * time.Millisecond):
+	}
+	during := turns() - before
+	close(release)
+	results, _, err := j.wait(t)
+	stop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTimes10(t, results)
+	if during > 20 {
+		t.Fatalf("the job's loop turned %d times in 300ms while waiting for its probe", during)
+	}
+	t.Logf("%d turns while the probe ran", during)
+}
+
+// TestFakeItemErrorOnAHedgeWaitsForTheOriginal pins down hedging with
+// per-item errors: when the hedge copy of a chunk answers an item with a
+// retryable error while the original copy still runs, the original answers
+// for it; the item is neither failed nor sent a third time.
+func TestFakeItemErrorOnAHedgeWaitsForTheOriginal(t *testing.T) {
+	g := newFakeGrid()
+	release := make(chan struct{})
+	// slow holds its chunk until released, then answers well; quick
+	// answers its own chunk, then times out every item of the hedge.
+	timedOut := answer(func(x int) grid.MapResult { return itemError(rpc.Errorf(rpc.KindTimeout, "item timed out")) })
+	g.add("slow", when(release, times10))
+	g.add("quick", script(times10, timedOut))
+	g.setView(member("slow", 1), member("quick", 1))
+	j := g.start(t, context.Background(), 2, scheduler.Options{ChunkSize: 1, ChunksPerSlot: 1, Hedge: true, Attempts: 1})
+	testutil.WaitFor(t, awaitTimeout, "the hedge of slow's chunk to be answered", func() bool {
+		calls := g.callsTo("quick")
+		return len(calls) >= 2 && !calls[1].end.IsZero()
+	})
+	close(release)
+	results, st, err := j.wait(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkTimes10(t, results)
+	if st.Reissued == 0 {
+		t.Fatal("nothing was hedged")
+	}
+	sent := 0
+	for _, c := range append(g.callsTo("slow"), g.callsTo("quick")...) {
+		sent += len(c.items)
+	}
+	if sent != 3 {
+		t.Fatalf("%d items sent for 2 items and one hedge, want 3", sent)
+	}
+}

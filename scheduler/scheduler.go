@@ -96,6 +96,10 @@ type Stats struct {
 	Wall     time.Duration
 }
 
+// turnHook, when set (by tests only), is called at each turn of a job's
+// loop.
+var turnHook func()
+
 const (
 	breakerThreshold = 3
 	targetChunkTime  = 20 * time.Millisecond
@@ -200,6 +204,9 @@ func (j *job) run(ctx context.Context) (Stats, error) {
 		}
 	}()
 	for j.remaining > 0 {
+		if turnHook != nil {
+			turnHook()
+		}
 		if err := ctx.Err(); err != nil {
 			return j.abort(err)
 		}
@@ -275,8 +282,11 @@ func (j *job) nextWake() (time.Time, bool) {
 		}
 	}
 	if len(j.pending) > 0 {
+		// Only an open breaker's end is news; a half-open one waits for
+		// its probe, or for credit, and a completion announces both.
+		now := time.Now()
 		for _, w := range j.workers {
-			if b := j.breakers[w.Name]; b != nil {
+			if b := j.breakers[w.Name]; b != nil && b.OpenUntil().After(now) {
 				earlier(b.OpenUntil())
 			}
 		}
@@ -287,6 +297,9 @@ func (j *job) nextWake() (time.Time, bool) {
 func (j *job) promoteRetries(now time.Time) {
 	kept := j.delayed[:0]
 	for _, r := range j.delayed {
+		if j.state[r.item].delivered {
+			continue
+		}
 		if !r.at.After(now) {
 			j.pending = append(j.pending, r.item)
 		} else {
@@ -316,7 +329,14 @@ func (j *job) dispatch(ctx context.Context) {
 		if probe {
 			size = 1 // a probe risks one item on a node that has been failing
 		}
-		c := j.send(ctx, w, j.takeChunk(w.Name, size), false)
+		items := j.takeChunk(w.Name, size)
+		if len(items) == 0 {
+			if probe {
+				b.Abandon()
+			}
+			continue
+		}
+		c := j.send(ctx, w, items, false)
 		c.probe = probe
 	}
 }
@@ -378,15 +398,19 @@ func (j *job) chunkSize() int {
 
 // takeChunk removes the next chunk of up to size items for node from the
 // queue. Retried items that last failed on node stay queued, in order, for
-// another node, unless one leads the queue: pickWorker chose node for it
-// because nothing else had room.
+// another node, unless one leads the chunk: pickWorker chose node for it
+// because nothing else had room. It may return no items when those queued
+// have all been answered meanwhile.
 func (j *job) takeChunk(node string, size int) []int {
 	items := make([]int, 0, min(size, len(j.pending)))
 	var skipped []int
 	k := 0
 	for ; k < len(j.pending) && len(items) < size; k++ {
 		i := j.pending[k]
-		if k > 0 && j.state[i].lastNode == node {
+		if j.state[i].delivered {
+			continue // answered by another copy meanwhile
+		}
+		if len(items) > 0 && j.state[i].lastNode == node {
 			skipped = append(skipped, i)
 			continue
 		}
@@ -520,7 +544,11 @@ func (j *job) completed(d chunkDone) {
 			continue
 		}
 		e := rpc.ParseError(r.Error)
-		j.failed(i, c.worker.Name, e, rpc.Retryable(e) || (j.opts.RetryFunctionErrors && errors.Is(e, rpc.ErrFunctionError)))
+		retryable := rpc.Retryable(e) || (j.opts.RetryFunctionErrors && errors.Is(e, rpc.ErrFunctionError))
+		if retryable && j.anotherCopyRunning(c, i) {
+			continue // the other copy of a hedged chunk answers for it
+		}
+		j.failed(i, c.worker.Name, e, retryable)
 	}
 }
 
