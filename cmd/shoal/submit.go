@@ -137,6 +137,7 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 	// An unwritable summary file is found out before the job runs, not
 	// after; a job that does not get to write it leaves no empty file.
 	var summaryFile *os.File
+	summaryWritten := false
 	if o.summaryJSON != "" {
 		_, statErr := os.Stat(o.summaryJSON)
 		if summaryFile, err = os.OpenFile(o.summaryJSON, os.O_WRONLY|os.O_CREATE, 0o644); err != nil {
@@ -145,7 +146,7 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 		created := os.IsNotExist(statErr)
 		defer func() {
 			summaryFile.Close()
-			if err != nil && created {
+			if !summaryWritten && created {
 				os.Remove(o.summaryJSON)
 			}
 		}()
@@ -230,6 +231,7 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 		if _, err := summaryFile.Write(append(b, '\n')); err != nil {
 			return fmt.Errorf("--summary-json: %w", err)
 		}
+		summaryWritten = true
 	}
 	if sum.Failed > 0 {
 		return &exitError{code: 2}

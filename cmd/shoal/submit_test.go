@@ -110,9 +110,15 @@ func TestSubmitSurvivesKilledNode(t *testing.T) {
 
 func TestSubmitItemErrorsExitTwo(t *testing.T) {
 	nodes := threeNodes(t)
-	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].RPC, "--range", "88:96", "fib")
+	sum := filepath.Join(t.TempDir(), "summary.json")
+	p := testutil.Start(t, nil, testutil.ShoalBinary(t), "submit", "--seed", nodes[0].RPC, "--range", "88:96", "--summary-json", sum, "fib")
 	if code := p.Wait(processTimeout); code != 2 {
 		t.Fatalf("exit %d, want 2", code)
+	}
+	// The summary matters most when items failed (it was once removed
+	// with the exit status 2).
+	if s := readSummary(t, sum); s.Items != 8 || s.OK != 5 || s.Failed != 3 {
+		t.Fatalf("summary %+v", s)
 	}
 	lines := strings.Split(strings.TrimSpace(p.Stdout()), "\n")
 	want := []string{"1100087778366101931", "1779979416004714189", "2880067194370816120", "4660046610375530309", "7540113804746346429", "null", "null", "null"}
