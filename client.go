@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoalgrid/shoal/cache"
@@ -73,16 +74,20 @@ func (e *SeedError) Unwrap() []error { return e.Errs }
 // Client talks to a grid. It keeps the member view fresh and one
 // connection per node; it is safe for concurrent use. Close it when done.
 type Client struct {
-	cfg       Config
-	log       *slog.Logger
-	pool      *rpc.Pool
-	stub      grid.Stub
-	views     grid.Views
-	cache     cache.Cache
+	cfg      Config
+	log      *slog.Logger
+	pool     *rpc.Pool
+	stub     grid.Stub
+	views    grid.Views
+	ctx      context.Context
+	stop     context.CancelFunc
+	wg       sync.WaitGroup
+	answered atomic.Pointer[string] // the address the view was last read from
+
+	cacheOnce sync.Once   // the grid's cache is found on the first cacheable job
+	cacheMu   sync.Mutex  // guards cache and ownsCache against Close
+	cache     cache.Cache // nil: no lookups
 	ownsCache bool
-	ctx       context.Context
-	stop      context.CancelFunc
-	wg        sync.WaitGroup
 }
 
 // Dial connects to the first seed that answers, reads the grid's members
@@ -106,6 +111,9 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		pool:  rpc.NewPool(rpc.ClientConfig{Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger}),
 		cache: cfg.Cache,
 	}
+	if cfg.Cache != nil {
+		c.cacheOnce.Do(func() {})
+	}
 	c.stub = grid.Stub{Caller: c.pool}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	seedErr := &SeedError{}
@@ -117,7 +125,10 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		}
 		if errors.Is(err, rpc.ErrUnauthorized) {
 			c.Close()
-			return nil, err
+			if cfg.Token == "" {
+				return nil, fmt.Errorf("shoal: %s requires a token: %w", seed, err)
+			}
+			return nil, fmt.Errorf("shoal: %s refused the token: %w", seed, err)
 		}
 		seedErr.Seeds = append(seedErr.Seeds, seed)
 		seedErr.Errs = append(seedErr.Errs, err)
@@ -125,11 +136,6 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if view, _ := c.views.View(); view == nil {
 		c.Close()
 		return nil, seedErr
-	}
-	if c.cache == nil {
-		if err := c.discoverCache(ctx); err != nil {
-			c.log.Warn("shoal: no cache lookups: the grid's cache is out of reach", "err", err)
-		}
 	}
 	c.wg.Add(1)
 	go c.refreshLoop()
@@ -188,13 +194,44 @@ func (c *Client) refreshFromSeed(ctx context.Context, seed string) error {
 	return nil
 }
 
-// discoverCache uses the memcached servers the nodes write results to.
+// cacheDiscovery bounds asking the grid where its cache is: a wedged
+// member must not hold a job up for longer.
+const cacheDiscovery = 2 * time.Second
+
+// resultCache returns the cache to look results up in, or nil: the
+// memcached servers the nodes write results to, asked of them the first
+// time a job needs it (calls and listings never do), or Config.Cache.
+func (c *Client) resultCache(ctx context.Context) cache.Cache {
+	c.cacheOnce.Do(func() {
+		ctx, cancel := context.WithTimeout(ctx, cacheDiscovery)
+		defer cancel()
+		if err := c.discoverCache(ctx); err != nil {
+			c.log.Warn("shoal: no cache lookups: the grid's cache is out of reach", "err", err)
+		}
+	})
+	c.cacheMu.Lock()
+	defer c.cacheMu.Unlock()
+	return c.cache
+}
+
+// discoverCache uses the memcached servers the nodes write results to,
+// asking first the node that last answered the client.
 func (c *Client) discoverCache(ctx context.Context) error {
-	var last error = errors.New("no live member")
+	var addrs []string
+	if a := c.answered.Load(); a != nil {
+		addrs = append(addrs, *a)
+	}
 	for _, m := range c.view().Alive() {
-		servers, err := c.stub.CacheServers(ctx, m.RPC)
+		addrs = append(addrs, m.RPC)
+	}
+	var last error = errors.New("no live member")
+	for _, addr := range addrs {
+		servers, err := c.stub.CacheServers(ctx, addr)
 		if err != nil {
 			last = err
+			if ctx.Err() != nil {
+				break
+			}
 			continue
 		}
 		if len(servers) == 0 {
@@ -204,7 +241,9 @@ func (c *Client) discoverCache(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		c.cacheMu.Lock()
 		c.cache, c.ownsCache = mc, true
+		c.cacheMu.Unlock()
 		return nil
 	}
 	return last
@@ -219,6 +258,7 @@ func (c *Client) refreshFrom(ctx context.Context, addr string) error {
 		return err
 	}
 	c.views.Set(view)
+	c.answered.Store(&addr)
 	return nil
 }
 
@@ -348,8 +388,11 @@ func (c *Client) Close() error {
 	c.stop()
 	c.wg.Wait()
 	c.pool.Close()
+	c.cacheMu.Lock()
+	defer c.cacheMu.Unlock()
 	if c.ownsCache && c.cache != nil {
 		c.cache.Close()
 	}
+	c.cache, c.ownsCache = nil, false
 	return nil
 }

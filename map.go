@@ -175,7 +175,7 @@ func Stream[In, Out any](ctx context.Context, c *Client, fn string, inputs []In,
 		}
 		o.sched.Version = f.Version
 		if f.Cacheable && !o.noCache {
-			o.sched.Cache = c.cache
+			o.sched.Cache = c.resultCache(ctx)
 		}
 		ctx, cancel := context.WithCancel(ctx)
 		defer cancel()
