@@ -99,17 +99,24 @@ type Client struct {
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.dialTimeout())
 	defer cancel()
-	var conn net.Conn
-	var err error
-	if cfg.TLS != nil {
-		d := tls.Dialer{Config: cfg.TLS}
-		conn, err = d.DialContext(ctx, "tcp", addr)
-	} else {
-		var d net.Dialer
-		conn, err = d.DialContext(ctx, "tcp", addr)
-	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, &DialError{Addr: addr, Err: err}
+	}
+	if cfg.TLS != nil {
+		tlsCfg := cfg.TLS
+		if tlsCfg.ServerName == "" {
+			// As tls.Dialer does: verify the certificate against the host dialled.
+			tlsCfg = tlsCfg.Clone()
+			tlsCfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(conn, tlsCfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, &HandshakeError{Addr: addr, Err: err}
+		}
+		conn = tc
 	}
 	c := NewClient(conn, cfg)
 	if cfg.Token != "" {

@@ -185,6 +185,20 @@ func (e *DialError) Error() string {
 
 func (e *DialError) Unwrap() error { return e.Err }
 
+// HandshakeError reports a TLS handshake that failed: the server does not
+// serve TLS, or the certificates do not match. Trying again, or another
+// node of the same grid, would fail the same way, so it is not Retryable.
+type HandshakeError struct {
+	Addr string // the address dialled
+	Err  error  // what the handshake said
+}
+
+func (e *HandshakeError) Error() string {
+	return fmt.Sprintf("rpc: TLS handshake with %s: %v", e.Addr, e.Err)
+}
+
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
 // ProtocolError reports bytes that are not a valid msgpack-rpc message or a
 // message that breaks one of the reader's bounds. The connection that
 // carried it is closed.

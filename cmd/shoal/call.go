@@ -62,18 +62,27 @@ func (o *clientOptions) dial(ctx context.Context, g *globalOptions) (*shoal.Clie
 	}
 	c, err := shoal.Dial(ctx, shoal.Config{Seeds: o.seeds, Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger})
 	var seeds *shoal.SeedError
-	if errors.As(err, &seeds) {
+	switch {
+	case err == nil || ctx.Err() != nil:
+		return c, err
+	case errors.As(err, &seeds):
 		return nil, fmt.Errorf("%w\n%s", err, seedHint(seeds))
+	case errors.Is(err, rpc.ErrUnauthorized):
+		return nil, fmt.Errorf("%w\n(give the grid's token with --token or SHOAL_TOKEN)", err)
 	}
-	return c, err
+	return nil, err
 }
 
 // seedHint says what to do when no seed answered: start a node when
 // nothing listens there, or give the right port when something else does.
 func seedHint(e *shoal.SeedError) string {
 	for _, err := range e.Errs {
-		if errors.Is(err, rpc.ErrUnknownFunction) {
+		var handshake *rpc.HandshakeError
+		switch {
+		case errors.Is(err, rpc.ErrUnknownFunction):
 			return "(a plain msgpack-rpc server: shoal call --direct calls it as one)"
+		case errors.As(err, &handshake):
+			return "(does the node serve TLS, with --tls-cert? does --tls-ca name the CA that signed its certificate?)"
 		}
 	}
 	for _, err := range e.Errs {

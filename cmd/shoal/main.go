@@ -82,7 +82,7 @@ func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code
 // timeout.
 func interrupted(ctx context.Context, err error) error {
 	if errors.Is(ctx.Err(), context.Canceled) {
-		return &exitError{code: 130, err: fmt.Errorf("interrupted: %w", err)}
+		return &exitError{code: 130, err: fmt.Errorf("interrupted: %s", strings.TrimPrefix(err.Error(), "shoal: "))}
 	}
 	return err
 }
