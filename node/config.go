@@ -150,6 +150,9 @@ func DefaultConfig() Config {
 		Timing:       LANTiming(),
 		DrainTimeout: 30 * time.Second,
 		ForgetAfter:  10 * time.Minute,
+		CacheSize:    64 << 20,
+		CacheQueue:   1 << 16,
+		CacheTimeout: cache.DefaultTimeout,
 	}
 }
 
@@ -193,10 +196,10 @@ func (c Config) withDefaults() (Config, error) {
 		c.ForgetAfter = d.ForgetAfter
 	}
 	if c.CacheSize <= 0 {
-		c.CacheSize = 64 << 20
+		c.CacheSize = d.CacheSize
 	}
 	if c.CacheQueue <= 0 {
-		c.CacheQueue = 1 << 16
+		c.CacheQueue = d.CacheQueue
 	}
 	switch c.CacheRing {
 	case "", "static":

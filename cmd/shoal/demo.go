@@ -105,6 +105,9 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 			cfg.Memcached = []string{memcachedAddr}
 			cfg.CacheTimeout = demoCacheTimeout
 		}
+		// Room for every result the job computes: a full write queue
+		// drops results rather than slow the nodes down.
+		cfg.CacheQueue = max(o.items, node.DefaultConfig().CacheQueue)
 		if i > 0 {
 			cfg.Join = []string{nodes[0].GossipAddr()}
 		}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/internal/builtins"
 	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
@@ -97,8 +96,8 @@ Built-in functions:
 	f.StringSliceVar(&o.memcached, "memcached", nil, "memcached HOST:PORT servers, comma-separated, to store results of cacheable functions in (ketama placement)")
 	f.StringVar(&o.cacheAddr, "cache-addr", "", "HOST:PORT of a memcached running beside this node, offered to the grid's cache ring")
 	f.StringVar(&o.cacheRing, "cache-ring", "static", "static: use --memcached (or, without it, an in-memory cache); gossip: every live member's --cache-addr")
-	f.IntVar(&o.cacheSize, "cache-size", 64<<20, "bytes of the in-memory cache used when no memcached is configured")
-	f.DurationVar(&o.cacheTimeout, "cache-timeout", cache.DefaultTimeout, "bound on each request to a memcached server; one that times out counts against the server")
+	f.IntVar(&o.cacheSize, "cache-size", def.CacheSize, "bytes of the in-memory cache used when no memcached is configured")
+	f.DurationVar(&o.cacheTimeout, "cache-timeout", def.CacheTimeout, "bound on each request to a memcached server; one that times out counts against the server")
 	f.StringVar(&o.token, "token", "", "shared token clients must present with shoal.auth before any call")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate file: serve TLS (needs --tls-key)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
