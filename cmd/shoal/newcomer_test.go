@@ -35,6 +35,8 @@ func TestNewcomerMistakes(t *testing.T) {
 			[]string{n.HTTP + " is an HTTP address", "--seed takes a node's RPC address"}},
 		{"seed is a gossip port", []string{"members", "--seed", n.Gossip},
 			[]string{n.Gossip + " is a node's gossip address, not its RPC address"}},
+		{"TLS to a plain node", []string{"members", "--seed", n.RPC, "--tls"},
+			[]string{"TLS handshake with " + n.RPC, "does the node serve TLS"}},
 		{"empty range", []string{"submit", "--seed", n.RPC, "--range", "10:0", "square"},
 			[]string{`--range "10:0" holds no integers`, "10:0:-1"}},
 		{"no attempts", []string{"submit", "--seed", n.RPC, "--range", "0:3", "--attempts", "0", "square"},
