@@ -112,7 +112,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cache: cfg.Cache,
 	}
 	if cfg.Cache != nil {
-		c.cacheOnce.Do(func() {})
+		c.cacheOnce.Do(func() {}) // a cache given is not looked for
 	}
 	c.stub = grid.Stub{Caller: c.pool}
 	c.ctx, c.stop = context.WithCancel(context.Background())
