@@ -70,8 +70,8 @@ func (p *Pool) cached(addr string) (*Client, error) {
 	return nil, nil
 }
 
-// Call calls method on the server at addr through the pool's client. With
-// it a *Pool is the grid package's Caller.
+// Call calls method on the server at addr through the pool's client, so a
+// *Pool can stand wherever calls are made by address.
 func (p *Pool) Call(ctx context.Context, addr, method string, result any, args ...any) error {
 	c, err := p.Get(ctx, addr)
 	if err != nil {
