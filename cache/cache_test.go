@@ -362,3 +362,52 @@ func TestIllegalKeysAreMisses(t *testing.T) {
 		t.Fatalf("got %v, stats %+v", keysOf(got), c.Stats())
 	}
 }
+
+// A memcached server that is killed and restarted on the same port is used
+// again within one breaker cooldown of coming back: the probe must not go
+// out on one of the connections pooled before the kill, which the restart
+// left dead.
+func TestRestartedServerBackWithinOneProbe(t *testing.T) {
+	p := testutil.StartMemcached(t)
+	const cooldown = time.Second
+	c := newMemcached(t, MemcachedConfig{Servers: []string{p.Addr}, BreakerThreshold: 2, BreakerCooldown: cooldown})
+	its, keys := items(20, "restart")
+	c.SetMulti(ctx, its)
+	// Lookups in parallel leave several idle connections in the pool.
+	var wg sync.WaitGroup
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for round := 0; round < 20; round++ {
+				c.GetMulti(ctx, keys)
+			}
+		}()
+	}
+	wg.Wait()
+
+	p.Stop()
+	testutil.WaitFor(t, 10*time.Second, "the breaker to open", func() bool {
+		c.GetMulti(ctx, keys[:1])
+		return breakerOf(c.Stats(), p.Addr) == string(breaker.Open)
+	})
+	p.Start()
+	restarted := time.Now()
+	probe := []Item{{Key: "after-restart", Value: []byte("stored after the restart")}}
+	deadline := restarted.Add(30 * time.Second)
+	for {
+		c.SetMulti(ctx, probe)
+		if got := c.GetMulti(ctx, []string{"after-restart"}); bytes.Equal(got["after-restart"], probe[0].Value) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted server was not used again within %v; stats %+v", time.Since(restarted), c.Stats())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	back := time.Since(restarted)
+	t.Logf("restarted server used again %v after the restart (breaker cooldown %v)", back, cooldown)
+	if back > 3*cooldown {
+		t.Fatalf("the restarted server took %v to come back, more than three cooldowns of %v", back, cooldown)
+	}
+}

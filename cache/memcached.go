@@ -48,15 +48,31 @@ type MemcachedConfig struct {
 // Memcached is a Cache over memcached servers, placing keys by ketama as
 // libmemcached does, with a breaker per server.
 type Memcached struct {
-	cfg    MemcachedConfig
-	sel    *Selector
-	client *memcache.Client
-	log    *slog.Logger
+	cfg MemcachedConfig
+	sel *Selector
+	log *slog.Logger
 	counters
 
-	mu       sync.Mutex
-	breakers map[string]*breaker.Breaker
+	mu      sync.Mutex
+	servers map[string]*server
 }
+
+// server is one memcached server's breaker and connections. Each server
+// has a client of its own because gomemcache can drop idle connections
+// only by closing the whole client: a server that was killed and restarted
+// leaves every pooled connection dead, and the breaker's probe must not
+// take one of them, fail with EOF and keep a working server out for
+// another cooldown.
+type server struct {
+	breaker *breaker.Breaker
+	client  *memcache.Client
+}
+
+// oneServer is a gomemcache ServerSelector for a single server.
+type oneServer struct{ addr net.Addr }
+
+func (o oneServer) PickServer(string) (net.Addr, error) { return o.addr, nil }
+func (o oneServer) Each(f func(net.Addr) error) error   { return f(o.addr) }
 
 // DefaultTimeout bounds a request to a memcached server unless
 // MemcachedConfig.Timeout says otherwise. It is gomemcache's own default;
@@ -88,11 +104,8 @@ func NewMemcached(cfg MemcachedConfig) (*Memcached, error) {
 	if err != nil {
 		return nil, err
 	}
-	client := memcache.NewFromSelector(sel)
-	client.Timeout = cfg.Timeout
-	client.MaxIdleConns = cfg.MaxIdleConns
-	m := &Memcached{cfg: cfg, sel: sel, client: client, log: cfg.Logger, breakers: make(map[string]*breaker.Breaker)}
-	m.syncBreakers(cfg.Servers)
+	m := &Memcached{cfg: cfg, sel: sel, log: cfg.Logger, servers: make(map[string]*server)}
+	m.syncServers(cfg.Servers)
 	return m, nil
 }
 
@@ -102,31 +115,41 @@ func (m *Memcached) SetServers(servers ...string) error {
 	if err := m.sel.SetServers(servers...); err != nil {
 		return err
 	}
-	m.syncBreakers(servers)
+	m.syncServers(servers)
 	return nil
 }
 
 // Servers returns the current server list.
 func (m *Memcached) Servers() []string { return m.sel.Servers() }
 
-func (m *Memcached) syncBreakers(servers []string) {
+// syncServers keeps the breakers and connections of the servers still
+// listed, makes them for new ones and closes those of servers gone.
+func (m *Memcached) syncServers(servers []string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	next := make(map[string]*breaker.Breaker, len(servers))
-	for _, s := range servers {
-		b := m.breakers[s]
-		if b == nil {
-			b = breaker.New(m.cfg.BreakerThreshold, m.cfg.BreakerCooldown)
+	next := make(map[string]*server, len(servers))
+	for _, addr := range servers {
+		s := m.servers[addr]
+		if s == nil {
+			client := memcache.NewFromSelector(oneServer{&serverAddr{hostport: addr}})
+			client.Timeout = m.cfg.Timeout
+			client.MaxIdleConns = m.cfg.MaxIdleConns
+			s = &server{breaker: breaker.New(m.cfg.BreakerThreshold, m.cfg.BreakerCooldown), client: client}
 		}
-		next[s] = b
+		next[addr] = s
 	}
-	m.breakers = next
+	for addr, s := range m.servers {
+		if next[addr] == nil {
+			s.client.Close()
+		}
+	}
+	m.servers = next
 }
 
-func (m *Memcached) breaker(addr string) *breaker.Breaker {
+func (m *Memcached) server(addr string) *server {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.breakers[addr]
+	return m.servers[addr]
 }
 
 // byServer groups keys by the server ketama gives them; keys memcached
@@ -152,8 +175,8 @@ func (m *Memcached) GetMulti(ctx context.Context, keys []string) map[string][]by
 	out := make(map[string][]byte, len(keys))
 	if ctx.Err() == nil {
 		var mu sync.Mutex
-		m.eachServer(m.byServer(keys), func(addr string, keys []string) error {
-			items, err := m.client.GetMulti(keys)
+		m.eachServer(m.byServer(keys), func(client *memcache.Client, keys []string) error {
+			items, err := client.GetMulti(keys)
 			mu.Lock()
 			for k, it := range items {
 				if v, ok := unwrap(it.Value); ok {
@@ -185,9 +208,9 @@ func (m *Memcached) SetMulti(ctx context.Context, items []Item) {
 		keys = append(keys, it.Key)
 	}
 	expiration := int32(m.cfg.Expiration / time.Second)
-	m.eachServer(m.byServer(keys), func(addr string, keys []string) error {
+	m.eachServer(m.byServer(keys), func(client *memcache.Client, keys []string) error {
 		for _, k := range keys {
-			err := m.client.Set(&memcache.Item{Key: k, Value: wrap(byKey[k]), Expiration: expiration})
+			err := client.Set(&memcache.Item{Key: k, Value: wrap(byKey[k]), Expiration: expiration})
 			switch {
 			case err == nil:
 				m.stored.Add(1)
@@ -201,19 +224,27 @@ func (m *Memcached) SetMulti(ctx context.Context, items []Item) {
 	})
 }
 
-// eachServer runs f for each server's keys in parallel, skipping servers
-// whose breaker is open, and keeps the breakers' books.
-func (m *Memcached) eachServer(groups map[string][]string, f func(addr string, keys []string) error) {
+// eachServer runs f with each server's client and keys in parallel,
+// skipping servers whose breaker is open, and keeps the breakers' books.
+// A probe of a half-open breaker goes out on a fresh connection: the
+// server's idle connections date from before it failed and, if it was
+// restarted, are all dead.
+func (m *Memcached) eachServer(groups map[string][]string, f func(client *memcache.Client, keys []string) error) {
 	var wg sync.WaitGroup
 	for addr, keys := range groups {
-		b := m.breaker(addr)
-		if b == nil || !b.Allow(time.Now()) {
+		s := m.server(addr)
+		if s == nil || !s.breaker.Allow(time.Now()) {
 			continue
+		}
+		b := s.breaker
+		if b.State(time.Now()) == breaker.HalfOpen {
+			// Allow gave this request the probe's place.
+			s.client.Close()
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			err := f(addr, keys)
+			err := f(s.client, keys)
 			if err == nil || isProtocolOnly(err) {
 				if b.State(time.Now()) != breaker.Closed {
 					m.log.Info("cache: memcached server answers again", "server", addr)
@@ -224,6 +255,7 @@ func (m *Memcached) eachServer(groups map[string][]string, f func(addr string, k
 			m.errors.Add(1)
 			m.log.Debug("cache: memcached request failed", "server", addr, "err", err)
 			if b.Failure(time.Now()) {
+				s.client.Close() // no request goes out until the probe; hold no sockets to a failing server
 				m.log.Warn("cache: memcached server failing; skipping it for a while", "server", addr,
 					"err", err, "for", m.cfg.BreakerCooldown)
 			}
@@ -261,8 +293,8 @@ func (m *Memcached) Stats() Stats {
 	now := time.Now()
 	_ = m.sel.Each(func(a net.Addr) error {
 		state := breaker.Closed
-		if b := m.breaker(a.String()); b != nil {
-			state = b.State(now)
+		if s := m.server(a.String()); s != nil {
+			state = s.breaker.State(now)
 		}
 		s.Servers = append(s.Servers, ServerStats{Addr: a.String(), Breaker: string(state)})
 		return nil
@@ -271,4 +303,14 @@ func (m *Memcached) Stats() Stats {
 }
 
 // Close implements Cache.
-func (m *Memcached) Close() error { return m.client.Close() }
+func (m *Memcached) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var first error
+	for _, s := range m.servers {
+		if err := s.client.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
