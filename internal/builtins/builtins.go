@@ -9,6 +9,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode"
@@ -60,15 +62,37 @@ func Register(r Registrar) error {
 	return nil
 }
 
-func add(a, b int) int { return a + b }
+// add and square fail rather than wrap: a wrapped sum is a wrong answer
+// that, the functions being cacheable, would be served again from the
+// cache.
+func add(a, b int) (int, error) {
+	sum := a + b
+	if (b > 0 && sum < a) || (b < 0 && sum > a) {
+		return 0, fmt.Errorf("add: %d + %d overflows int (%d to %d)", a, b, math.MinInt, math.MaxInt)
+	}
+	return sum, nil
+}
 
-func square(x int) int { return x * x }
+func square(x int) (int, error) {
+	p := x * x
+	if x != 0 && (p/x != x || p < 0) {
+		return 0, fmt.Errorf("square: %d * %d overflows int (at most %d)", x, x, math.MaxInt)
+	}
+	return p, nil
+}
 
 func echo(x any) any { return x }
+
+// maxSleepMs is the longest sleep a time.Duration can hold, about 292
+// years; a longer one would wrap to a negative duration and return at once.
+const maxSleepMs = int64(math.MaxInt64 / time.Millisecond)
 
 func sleep(ctx context.Context, ms int) (int, error) {
 	if ms < 0 {
 		return 0, rpc.Errorf(rpc.KindBadArguments, "sleep: ms must not be negative, got %d", ms)
+	}
+	if int64(ms) > maxSleepMs {
+		return 0, rpc.Errorf(rpc.KindBadArguments, "sleep: ms must be at most %d (about 292 years), got %d", maxSleepMs, ms)
 	}
 	t := time.NewTimer(time.Duration(ms) * time.Millisecond)
 	defer t.Stop()

@@ -3,9 +3,14 @@ package builtins
 import (
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/shoalgrid/shoal/rpc"
 )
@@ -93,5 +98,82 @@ func TestBuiltinsRegisterWithDocsAndCacheability(t *testing.T) {
 		if fn.Doc == "" || fn.Version == "" {
 			t.Errorf("%s has no doc or version", fn.Name)
 		}
+	}
+}
+
+// invoke calls a built-in through an rpc.Server as a request would reach it.
+func invoke(t *testing.T, srv *rpc.Server, name string, args ...any) (any, error) {
+	t.Helper()
+	params, err := msgpack.Marshal(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv.Invoke(context.Background(), name, params)
+}
+
+// Results that do not fit an int are FunctionErrors, never wrapped
+// numbers; arguments outside what a function can take are BadArguments.
+// Errors are not reported as results, so nothing wrong reaches a cache.
+func TestIntegersNeverWrap(t *testing.T) {
+	var completed []string
+	srv := rpc.NewServer(rpc.ServerConfig{Completed: func(fn rpc.FunctionInfo, args []any, result any) {
+		completed = append(completed, fmt.Sprint(fn.Name, args, "=", result))
+	}})
+	defer srv.Close()
+	if err := Register(srv); err != nil {
+		t.Fatal(err)
+	}
+	overflows := []struct {
+		fn   string
+		args []any
+	}{
+		{"add", []any{math.MaxInt64, 1}},
+		{"add", []any{math.MinInt64, -1}},
+		{"add", []any{math.MaxInt64, math.MaxInt64}},
+		{"square", []any{4294967296}},
+		{"square", []any{-3037000500}},
+		{"square", []any{math.MinInt64}},
+	}
+	for _, tc := range overflows {
+		got, err := invoke(t, srv, tc.fn, tc.args...)
+		if !errors.Is(err, rpc.ErrFunctionError) || !strings.Contains(err.Error(), "overflow") {
+			t.Errorf("%s%v = %v, %v; want a FunctionError about overflow", tc.fn, tc.args, got, err)
+		}
+	}
+	fits := []struct {
+		fn   string
+		args []any
+		want int64
+	}{
+		{"add", []any{math.MaxInt64, 0}, math.MaxInt64},
+		{"add", []any{math.MaxInt64, math.MinInt64}, -1},
+		{"add", []any{math.MinInt64, 0}, math.MinInt64},
+		{"add", []any{-2, 3}, 1},
+		{"square", []any{3037000499}, 3037000499 * 3037000499},
+		{"square", []any{-3037000499}, 3037000499 * 3037000499},
+		{"square", []any{-12}, 144},
+		{"square", []any{0}, 0},
+	}
+	for _, tc := range fits {
+		got, err := invoke(t, srv, tc.fn, tc.args...)
+		if err != nil || reflect.ValueOf(got).Int() != tc.want {
+			t.Errorf("%s%v = %v, %v; want %d", tc.fn, tc.args, got, err, tc.want)
+		}
+	}
+	if len(completed) != len(fits) {
+		t.Errorf("results reported for caching: %q; want only the %d that fit", completed, len(fits))
+	}
+
+	start := time.Now()
+	for _, ms := range []any{10_000_000_000_000, math.MaxInt64, math.MaxInt64/1_000_000 + 1} {
+		if got, err := invoke(t, srv, "sleep", ms); !errors.Is(err, rpc.ErrBadArguments) || !strings.Contains(err.Error(), "ms must be at most") {
+			t.Errorf("sleep(%v) = %v, %v; want BadArguments saying how long it may be", ms, got, err)
+		}
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("refusing the sleeps took %v", d)
+	}
+	if got, err := invoke(t, srv, "sleep", 1); err != nil || reflect.ValueOf(got).Int() != 1 {
+		t.Errorf("sleep(1) = %v, %v", got, err)
 	}
 }
