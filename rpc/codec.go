@@ -2,8 +2,12 @@ package rpc
 
 import (
 	"bytes"
+	"encoding"
+	"errors"
 	"fmt"
 	"math"
+	"reflect"
+	"strconv"
 	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -256,4 +260,253 @@ func wireType(c byte) string {
 		return "ext"
 	}
 	return fmt.Sprintf("code 0x%02x", c)
+}
+
+// msgpack decodes an integer into a narrower Go integer by converting it,
+// so that 300 arrives in an int8 as 44 and 2^63 in an int as -2^63: the
+// function runs on a number its caller never sent, and a cacheable one has
+// the wrong answer cached. Arguments that can hold integers are therefore
+// decoded by decodeChecked, which refuses an integer out of range.
+
+// rangeError reports an integer that does not fit the Go type it was to be
+// decoded into.
+type rangeError struct {
+	value string       // the integer as sent
+	typ   reflect.Type // the integer type it does not fit
+	at    string       // where inside the argument, as "[1][k]"; empty for the argument itself
+}
+
+func (e *rangeError) Error() string {
+	return fmt.Sprintf("%s%s is out of range for %s", e.value, e.at, e.typ)
+}
+
+// describe completes "want <argType>, got ...".
+func (e *rangeError) describe(argType reflect.Type) string {
+	if e.at == "" && e.typ == argType {
+		return e.value + ", which is out of range"
+	}
+	at := ""
+	if e.at != "" {
+		at = " at " + e.at
+	}
+	return fmt.Sprintf("%s%s, which is out of range for %s", e.value, at, typeName(e.typ))
+}
+
+var (
+	customDecoderType     = reflect.TypeFor[msgpack.CustomDecoder]()
+	unmarshalerType       = reflect.TypeFor[msgpack.Unmarshaler]()
+	binaryUnmarshalerType = reflect.TypeFor[encoding.BinaryUnmarshaler]()
+	textUnmarshalerType   = reflect.TypeFor[encoding.TextUnmarshaler]()
+)
+
+// decodesItself reports whether msgpack decodes t with t's own method.
+func decodesItself(t reflect.Type) bool {
+	for _, typ := range []reflect.Type{t, reflect.PointerTo(t)} {
+		if typ.Implements(customDecoderType) || typ.Implements(unmarshalerType) ||
+			typ.Implements(binaryUnmarshalerType) || typ.Implements(textUnmarshalerType) {
+			return true
+		}
+	}
+	return false
+}
+
+// holdsIntegers reports whether decodeChecked has integers to check in a
+// value of type t: t is an integer type, or a pointer, slice, array or map
+// reaching one. Structs, interfaces and types that decode themselves are
+// left to msgpack ([]byte too: msgpack reads it from bin, not integers).
+func holdsIntegers(t reflect.Type) bool {
+	return holdsIntegersSeen(t, map[reflect.Type]bool{})
+}
+
+func holdsIntegersSeen(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if seen[t] || decodesItself(t) {
+		return false // a type that contains itself is checked on its first level
+	}
+	seen[t] = true
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return true
+	case reflect.Pointer:
+		return holdsIntegersSeen(t.Elem(), seen)
+	case reflect.Slice, reflect.Array:
+		return t.Elem().Kind() != reflect.Uint8 && holdsIntegersSeen(t.Elem(), seen)
+	case reflect.Map:
+		return holdsIntegersSeen(t.Key(), seen) || holdsIntegersSeen(t.Elem(), seen)
+	}
+	return false
+}
+
+// decodeChecked decodes into v, whose type holdsIntegers, as msgpack
+// does, except that an integer out of the range of the integer type it
+// lands in is a *rangeError. Only integers, and the arrays and maps holding
+// them, are read here; anything else (nil, a value of the wrong type) goes
+// to msgpack, which decodes it or reports the mismatch.
+func decodeChecked(d *msgpack.Decoder, v reflect.Value) error {
+	c, err := d.PeekCode()
+	if err != nil {
+		return err
+	}
+	if c == msgpcode.Nil {
+		return d.DecodeValue(v)
+	}
+	switch v.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if !isIntCode(c) {
+			return d.DecodeValue(v)
+		}
+		n, u, signed, err := decodeInteger(d, c)
+		if err != nil {
+			return err
+		}
+		if !signed {
+			if u > math.MaxInt64 {
+				return &rangeError{value: strconv.FormatUint(u, 10), typ: v.Type()}
+			}
+			n = int64(u)
+		}
+		if v.OverflowInt(n) {
+			return &rangeError{value: strconv.FormatInt(n, 10), typ: v.Type()}
+		}
+		v.SetInt(n)
+		return nil
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		if !isIntCode(c) {
+			return d.DecodeValue(v)
+		}
+		n, u, signed, err := decodeInteger(d, c)
+		if err != nil {
+			return err
+		}
+		if signed {
+			if n < 0 {
+				return &rangeError{value: strconv.FormatInt(n, 10), typ: v.Type()}
+			}
+			u = uint64(n)
+		}
+		if v.OverflowUint(u) {
+			return &rangeError{value: strconv.FormatUint(u, 10), typ: v.Type()}
+		}
+		v.SetUint(u)
+		return nil
+	case reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		return decodeChecked(d, v.Elem())
+	case reflect.Slice, reflect.Array:
+		if isArrayCode(c) {
+			return decodeCheckedList(d, v)
+		}
+	case reflect.Map:
+		if isMapCode(c) {
+			return decodeCheckedMap(d, v)
+		}
+	}
+	return d.DecodeValue(v)
+}
+
+// decodeCheckedList decodes a msgpack array into a slice or array v.
+func decodeCheckedList(d *msgpack.Decoder, v reflect.Value) error {
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	list := v
+	if v.Kind() == reflect.Array {
+		if n > v.Len() {
+			return fmt.Errorf("%s len is %d, but msgpack has %d elements", v.Type(), v.Len(), n)
+		}
+	} else {
+		// The length is as sent, not yet backed by bytes: grow as
+		// elements arrive.
+		list = reflect.MakeSlice(v.Type(), min(n, 1024), min(n, 1024))
+	}
+	for i := 0; i < n; i++ {
+		if i == list.Len() {
+			list = reflect.AppendSlice(list, reflect.MakeSlice(v.Type(), min(n-i, i), min(n-i, i)))
+		}
+		if err := decodeChecked(d, list.Index(i)); err != nil {
+			return inside(err, fmt.Sprintf("[%d]", i))
+		}
+	}
+	if v.Kind() == reflect.Slice {
+		v.Set(list)
+	}
+	return nil
+}
+
+// decodeCheckedMap decodes a msgpack map into a map v.
+func decodeCheckedMap(d *msgpack.Decoder, v reflect.Value) error {
+	n, err := d.DecodeMapLen()
+	if err != nil {
+		return err
+	}
+	t := v.Type()
+	decodeKey, decodeElem := decoderFor(t.Key()), decoderFor(t.Elem())
+	m := reflect.MakeMapWithSize(t, min(n, 1024))
+	for i := 0; i < n; i++ {
+		k := reflect.New(t.Key()).Elem()
+		if err := decodeKey(d, k); err != nil {
+			return inside(err, fmt.Sprintf("[key %d]", i))
+		}
+		if k.Kind() == reflect.Interface && !k.IsNil() && !k.Elem().Type().Comparable() {
+			// msgpack's own map decoder would panic here.
+			return fmt.Errorf("msgpack: map key of type %s cannot be used in Go", k.Elem().Type())
+		}
+		e := reflect.New(t.Elem()).Elem()
+		if err := decodeElem(d, e); err != nil {
+			return inside(err, fmt.Sprintf("[%v]", k.Interface()))
+		}
+		m.SetMapIndex(k, e)
+	}
+	v.Set(m)
+	return nil
+}
+
+// decoderFor returns decodeChecked for a type that holds integers and
+// msgpack's own decoding for any other.
+func decoderFor(t reflect.Type) func(*msgpack.Decoder, reflect.Value) error {
+	if holdsIntegers(t) {
+		return decodeChecked
+	}
+	return (*msgpack.Decoder).DecodeValue
+}
+
+// inside prefixes the position of a range error with where it sits in its
+// container.
+func inside(err error, at string) error {
+	var re *rangeError
+	if errors.As(err, &re) {
+		return &rangeError{value: re.value, typ: re.typ, at: at + re.at}
+	}
+	return err
+}
+
+// decodeInteger reads an integer exactly: a signed value in n, or, for a
+// uint64 on the wire, an unsigned value in u.
+func decodeInteger(d *msgpack.Decoder, c byte) (n int64, u uint64, signed bool, err error) {
+	if c == msgpcode.Uint64 {
+		u, err = d.DecodeUint64()
+		return 0, u, false, err
+	}
+	n, err = d.DecodeInt64()
+	return n, 0, true, err
+}
+
+func isIntCode(c byte) bool {
+	switch c {
+	case msgpcode.Uint8, msgpcode.Uint16, msgpcode.Uint32, msgpcode.Uint64,
+		msgpcode.Int8, msgpcode.Int16, msgpcode.Int32, msgpcode.Int64:
+		return true
+	}
+	return msgpcode.IsFixedNum(c)
+}
+
+func isArrayCode(c byte) bool {
+	return msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32
+}
+
+func isMapCode(c byte) bool {
+	return msgpcode.IsFixedMap(c) || c == msgpcode.Map16 || c == msgpcode.Map32
 }

@@ -96,6 +96,7 @@ type function struct {
 	fn       reflect.Value
 	withCtx  bool
 	args     []reflect.Type // not counting the context
+	checked  []bool         // per argument (for a variadic one, per element): holdsIntegers
 	variadic bool
 	result   bool // returns a value besides the error
 	withErr  bool
@@ -146,6 +147,9 @@ func newFunctionValue(name string, v reflect.Value, opts []FuncOption) (*functio
 	default:
 		return nil, fmt.Errorf("rpc: register %q: returns %d results, want at most (value, error)", name, t.NumOut())
 	}
+	for i := range f.args {
+		f.checked = append(f.checked, holdsIntegers(f.argType(i)))
+	}
 	if o.argNames != nil && len(o.argNames) != len(f.args) {
 		return nil, fmt.Errorf("rpc: register %q: %d argument names for %d arguments", name, len(o.argNames), len(f.args))
 	}
@@ -192,8 +196,8 @@ func typeName(t reflect.Type) string {
 }
 
 // decodeArgs reads n params from d into values of the function's argument
-// types. A wrong count or type is a BadArguments error that shows the
-// signature.
+// types. A wrong count or type, or an integer out of the range of its
+// type, is a BadArguments error that shows the signature.
 func (f *function) decodeArgs(d *msgpack.Decoder, n int) ([]reflect.Value, *Error) {
 	fixed := len(f.args)
 	if f.variadic {
@@ -212,23 +216,32 @@ func (f *function) decodeArgs(d *msgpack.Decoder, n int) ([]reflect.Value, *Erro
 		t := f.argType(i)
 		c, _ := d.PeekCode()
 		v := reflect.New(t).Elem()
-		if err := decodeValue(d, v); err != nil {
+		if err := decodeValue(d, v, f.checked[min(i, len(f.args)-1)]); err != nil {
+			got := wireType(c)
+			var re *rangeError
+			if errors.As(err, &re) {
+				got = re.describe(t)
+			}
 			return nil, &Error{Kind: KindBadArguments, Message: fmt.Sprintf(
-				"%s: argument %d: want %s, got %s", f.info.Signature, i+1, typeName(t), wireType(c))}
+				"%s: argument %d: want %s, got %s", f.info.Signature, i+1, typeName(t), got)}
 		}
 		in = append(in, v)
 	}
 	return in, nil
 }
 
-// decodeValue decodes into v, turning a panic of the decoder on hostile
-// input (msgpack panics on some) into an error.
-func decodeValue(d *msgpack.Decoder, v reflect.Value) (err error) {
+// decodeValue decodes into v, with decodeChecked when checked, turning a
+// panic of the decoder on hostile input (msgpack panics on some) into an
+// error.
+func decodeValue(d *msgpack.Decoder, v reflect.Value, checked bool) (err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			err = fmt.Errorf("msgpack decoder panicked: %v", p)
 		}
 	}()
+	if checked {
+		return decodeChecked(d, v)
+	}
 	return d.DecodeValue(v)
 }
 
