@@ -130,7 +130,8 @@ the call goes to the least loaded of them (relative to its slots). With
 
 Each ARG is one JSON literal: 42, 2.5, true, null, "text", [1,2], {"k":"v"}.
 Quote strings for the shell too: shoal call echo '"hello"'. Integers are sent
-as msgpack integers, other numbers as floats; binary results print as base64.
+as msgpack integers (one beyond 64 bits is refused, not rounded), other
+numbers as floats; binary results print as base64.
 
 Flags go before FUNC; everything after it is an argument, so negative
 numbers need no escaping: shoal call square -12.
@@ -227,30 +228,44 @@ func parseJSONArg(raw string) (any, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return nil, errors.New("more than one JSON value; pass each argument separately")
 	}
-	return fromJSON(v), nil
+	return fromJSON(v)
 }
 
-func fromJSON(v any) any {
+// fromJSON turns JSON numbers into msgpack's: an integer literal into an
+// int64 or uint64, any other number into a float64. An integer literal that
+// fits neither is refused rather than rounded to a float.
+func fromJSON(v any) (any, error) {
+	var err error
 	switch v := v.(type) {
 	case json.Number:
 		if i, err := strconv.ParseInt(string(v), 10, 64); err == nil {
-			return i
+			return i, nil
 		}
 		if u, err := strconv.ParseUint(string(v), 10, 64); err == nil {
-			return u
+			return u, nil
 		}
-		f, _ := v.Float64()
-		return f
+		if !strings.ContainsAny(string(v), ".eE") {
+			return nil, fmt.Errorf("integer out of the range of 64 bits; write %s.0 to send a float", v)
+		}
+		f, err := v.Float64()
+		if err != nil {
+			return nil, errors.New("number out of the range of float64")
+		}
+		return f, nil
 	case []any:
 		for i := range v {
-			v[i] = fromJSON(v[i])
+			if v[i], err = fromJSON(v[i]); err != nil {
+				return nil, err
+			}
 		}
 	case map[string]any:
 		for k := range v {
-			v[k] = fromJSON(v[k])
+			if v[k], err = fromJSON(v[k]); err != nil {
+				return nil, err
+			}
 		}
 	}
-	return v
+	return v, nil
 }
 
 // jsonValue makes a decoded msgpack value printable as JSON: maps with
