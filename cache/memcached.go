@@ -293,8 +293,8 @@ func (m *Memcached) Stats() Stats {
 	now := time.Now()
 	_ = m.sel.Each(func(a net.Addr) error {
 		state := breaker.Closed
-		if s := m.server(a.String()); s != nil {
-			state = s.breaker.State(now)
+		if srv := m.server(a.String()); srv != nil {
+			state = srv.breaker.State(now)
 		}
 		s.Servers = append(s.Servers, ServerStats{Addr: a.String(), Breaker: string(state)})
 		return nil
