@@ -203,7 +203,7 @@ func TestGuessingTheTokenIsSlowedAndLoggedAsCounts(t *testing.T) {
 		}
 	}
 	if took, least := time.Since(serialStart), queuedWait(serial); took < least {
-		t.Fatalf("%d wrong guesses in a row took %v; the delays alone add up to %v", serial, took, least)
+		t.Errorf("%d wrong guesses in a row took %v; the delays alone add up to %v", serial, took, least)
 	}
 
 	// Many guesses at once from another address queue as far apart as
@@ -244,11 +244,11 @@ func TestGuessingTheTokenIsSlowedAndLoggedAsCounts(t *testing.T) {
 	burst := time.Since(burstStart)
 	t.Logf("burst of %d: %d checked, %d refused unchecked, in %v", parallel, checked.Load(), refused.Load(), burst)
 	if n := int(checked.Load()); n+int(refused.Load()) != parallel || burst < queuedWait(n) {
-		t.Fatalf("%d of %d parallel guesses were checked in %v; %d checked in a row take at least %v",
+		t.Errorf("%d of %d parallel guesses were checked in %v; %d checked in a row take at least %v",
 			n, parallel, burst, n, queuedWait(n))
 	}
 	if checked.Load() >= parallel/2 {
-		t.Fatalf("%d of %d parallel guesses were checked; most should wait past the cap and be refused", checked.Load(), parallel)
+		t.Errorf("%d of %d parallel guesses were checked; most should wait past the cap and be refused", checked.Load(), parallel)
 	}
 	if err := authFrom(t, "127.0.0.3", addr, "s3cret"); err != nil {
 		t.Fatalf("the server no longer lets the right token in: %v", err)
