@@ -104,7 +104,7 @@ type Client struct {
 // ErrPlaintextToken is matched (with errors.Is) by Dial's error when it
 // would have sent the token over plain TCP to a server beyond loopback;
 // see ClientConfig.AllowPlaintextToken.
-var ErrPlaintextToken = errors.New("rpc: the token would go in the clear to an address beyond loopback; use TLS, or allow it explicitly")
+var ErrPlaintextToken = errors.New("rpc: refusing to send the token in the clear beyond loopback; use TLS, or allow it explicitly")
 
 // Dial connects to a msgpack-rpc server at addr ("host:port") and, when
 // cfg.Token is set, authenticates before returning.
@@ -114,7 +114,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		// An address given as an IP is refused before any packet is sent.
 		if host, _, err := net.SplitHostPort(addr); err == nil {
 			if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
-				return nil, fmt.Errorf("rpc: %s: %w", addr, ErrPlaintextToken)
+				return nil, fmt.Errorf("%w (to %s)", ErrPlaintextToken, addr)
 			}
 		}
 	}
@@ -129,7 +129,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
 		// A host name is judged by the address it resolved to.
 		if tcp, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
 			conn.Close()
-			return nil, fmt.Errorf("rpc: %s (%s): %w", addr, conn.RemoteAddr(), ErrPlaintextToken)
+			return nil, fmt.Errorf("%w (to %s, at %s)", ErrPlaintextToken, addr, conn.RemoteAddr())
 		}
 	}
 	if cfg.TLS != nil {

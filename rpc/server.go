@@ -33,7 +33,9 @@ type ServerConfig struct {
 	// nothing for this long is disconnected. Default: 30s.
 	WriteTimeout time.Duration
 	// Token, when set, must be presented with shoal.auth before any other
-	// call on a connection. Default: none.
+	// call on a connection. A wrong one closes the connection, and each
+	// failure from an address makes its next attempt wait longer (100ms,
+	// doubling up to 10s). Default: none.
 	Token string
 	// TLS, when set, serves TLS with this configuration (see LoadServerTLS).
 	// Default: plain TCP.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/shoalgrid/shoal/internal/local"
 	"github.com/shoalgrid/shoal/internal/testutil"
 	"github.com/shoalgrid/shoal/node"
+	"github.com/shoalgrid/shoal/rpc"
 )
 
 // Two gossip keys and a token, as base64 text.
@@ -221,5 +223,17 @@ func TestSecretsFromFiles(t *testing.T) {
 	_, stderr, _ = runShoal(t, nil, "call", "--seed", addr, "--token-file", open, "add", "1", "2")
 	if !strings.Contains(stderr, "can be read by others than its owner") {
 		t.Errorf("a token file others can read drew no warning: %q", stderr)
+	}
+}
+
+// TestTokenHints: the errors about the token say what to do.
+func TestTokenHints(t *testing.T) {
+	for err, want := range map[error]string{
+		fmt.Errorf("dial: %w", rpc.ErrPlaintextToken): "--insecure",
+		fmt.Errorf("seed: %w", rpc.ErrUnauthorized):   "--token-file",
+	} {
+		if got := tokenHint(err).Error(); !strings.Contains(got, want) || !strings.HasPrefix(got, err.Error()) {
+			t.Errorf("tokenHint(%q) = %q, want it to name %s", err, got, want)
+		}
 	}
 }
