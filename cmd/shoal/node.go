@@ -175,7 +175,7 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 	}
 	switch {
 	case o.gossipKey != "" && o.gossipKeyFile != "":
-		return cfg, errors.New("--gossip-key and --gossip-key-file both given: give the key one way")
+		return cfg, errors.New("--gossip-key (or SHOAL_GOSSIP_KEY) and --gossip-key-file both given: give the key one way")
 	case o.gossipKey != "":
 		if cfg.GossipKey, err = base64.StdEncoding.DecodeString(o.gossipKey); err != nil {
 			return cfg, fmt.Errorf("--gossip-key is not base64: %w", err)

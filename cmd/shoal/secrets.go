@@ -68,7 +68,8 @@ func secretFromFlags(name, value, file string, log *slog.Logger) (string, error)
 		return value, nil
 	}
 	if value != "" {
-		return "", fmt.Errorf("--%s and %s both given: give the secret one way", name, secretFlags[name])
+		env := envPrefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		return "", fmt.Errorf("--%s (or %s) and %s both given: give the secret one way", name, env, secretFlags[name])
 	}
 	b, err := readSecretFile(secretFlags[name], file, log)
 	return string(b), err

@@ -207,13 +207,13 @@ func TestSecretsFromFiles(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"node", "--token", token, "--token-file", tokenFile}, "--token and --token-file both given"},
+		{[]string{"node", "--token", token, "--token-file", tokenFile}, "--token (or SHOAL_TOKEN) and --token-file both given"},
 		{[]string{"node", "--token-file", filepath.Join(t.TempDir(), "missing")}, "--token-file"},
 		{[]string{"node", "--token-file", secretFile(t, "empty", "\n")}, "is empty"},
 		{[]string{"node", "--gossip-key-file", secretFile(t, "bad.key", "not base64!\n")}, "line 1 is not a base64 key"},
 		{[]string{"node", "--gossip-key-file", secretFile(t, "short.key", "c2hvcnQ=\n")}, "a key of 5 bytes"},
 		{[]string{"node", "--gossip-key", keyA, "--gossip-key-file", keyFile}, "give the key one way"},
-		{[]string{"call", "--token", token, "--token-file", tokenFile, "add", "1", "2"}, "--token and --token-file both given"},
+		{[]string{"call", "--token", token, "--token-file", tokenFile, "add", "1", "2"}, "--token (or SHOAL_TOKEN) and --token-file both given"},
 	} {
 		_, stderr, code := runShoal(t, nil, tc.args...)
 		if code != 1 || !strings.Contains(stderr, tc.want) {
