@@ -37,6 +37,11 @@ type Config struct {
 	Token string
 	// TLS, when set, is used to reach the nodes. Default: plain TCP.
 	TLS *tls.Config
+	// AllowPlaintextToken lets the client send Token over plain TCP to
+	// nodes beyond loopback, where anyone on the path can read it.
+	// Default: false: without TLS the token goes only to loopback
+	// addresses, and Dial elsewhere fails with rpc.ErrPlaintextToken.
+	AllowPlaintextToken bool
 	// Refresh is how often the member list is re-read. Default: 1s.
 	Refresh time.Duration
 	// Cache is looked up before items of cacheable functions are sent.
@@ -105,10 +110,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	poolCfg := rpc.ClientConfig{Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger, AllowPlaintextToken: cfg.AllowPlaintextToken}
 	c := &Client{
 		cfg:   cfg,
 		log:   cfg.Logger,
-		pool:  rpc.NewPool(rpc.ClientConfig{Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger}),
+		pool:  rpc.NewPool(poolCfg),
 		cache: cfg.Cache,
 	}
 	if cfg.Cache != nil {
@@ -122,6 +128,10 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		err := c.refreshFromSeed(ctx, seed)
 		if err == nil {
 			break
+		}
+		if errors.Is(err, rpc.ErrPlaintextToken) {
+			c.Close()
+			return nil, err
 		}
 		if errors.Is(err, rpc.ErrUnauthorized) {
 			c.Close()
@@ -161,7 +171,8 @@ func (c *Client) refreshFromSeed(ctx context.Context, seed string) error {
 	case err = <-done:
 		answered = true
 		var dial *rpc.DialError
-		if err == nil || errors.As(err, &dial) || errors.Is(err, rpc.ErrUnauthorized) || ctx.Err() != nil {
+		if err == nil || errors.As(err, &dial) || errors.Is(err, rpc.ErrUnauthorized) ||
+			errors.Is(err, rpc.ErrPlaintextToken) || ctx.Err() != nil {
 			return err // it answered, or nothing is there to identify
 		}
 		if errors.Is(err, rpc.ErrUnknownFunction) {

@@ -42,8 +42,21 @@ type Config struct {
 	// an Overloaded error. Default: 64 per slot.
 	QueueSize int
 	// GossipKey encrypts gossip with AES-GCM (16, 24 or 32 bytes); every
-	// member must use the same key. Default: none (plain gossip).
+	// member must use the same key. A member without it cannot join.
+	// Default: none (plain gossip).
 	GossipKey []byte
+	// GossipKeys are further keys (16, 24 or 32 bytes each) accepted for
+	// gossip from other members, while GossipKey encrypts what this node
+	// sends: holding the old and the new key at once is what lets a grid
+	// change its key by rolling restarts. Needs GossipKey. Default: none.
+	GossipKeys [][]byte
+	// Insecure lets the node start where it would otherwise refuse to,
+	// because strangers could get in: with RPC.Token but no GossipKey (any
+	// process that reaches the gossip port could join, be sent the token
+	// by clients and answer their calls), or with the gossip or RPC
+	// address beyond loopback and neither a token nor a gossip key. The
+	// node logs what it exposes. Default: false.
+	Insecure bool
 	// CacheAddr is the HOST:PORT of a memcached this node offers to the
 	// grid's result cache, advertised in its metadata. Default: none.
 	CacheAddr string
@@ -222,16 +235,61 @@ func (c Config) withDefaults() (Config, error) {
 	default:
 		return c, fmt.Errorf("node: gossip key is %d bytes; it must be 16, 24 or 32", len(c.GossipKey))
 	}
+	for i, k := range c.GossipKeys {
+		if len(c.GossipKey) == 0 {
+			return c, errors.New("node: further gossip keys need a primary GossipKey to encrypt with")
+		}
+		if n := len(k); n != 16 && n != 24 && n != 32 {
+			return c, fmt.Errorf("node: further gossip key %d is %d bytes; it must be 16, 24 or 32", i+1, n)
+		}
+	}
 	for _, a := range []struct{ name, addr string }{{"gossip", c.GossipAddr}, {"rpc", c.RPCAddr}} {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return c, fmt.Errorf("node: %s address %q: %w", a.name, a.addr, err)
 		}
+	}
+	if risk, fix := c.exposure(); risk != "" && !c.Insecure {
+		return c, fmt.Errorf("node: %s: %s, or start with --insecure (Config.Insecure) to accept that", risk, fix)
 	}
 	if c.Timing.ProbeInterval <= 0 || c.Timing.ProbeTimeout <= 0 || c.Timing.GossipInterval <= 0 ||
 		c.Timing.SuspicionMult <= 0 || c.Timing.PushPullInterval <= 0 || c.Timing.LoadInterval <= 0 {
 		return c, errors.New("node: every Timing field must be positive")
 	}
 	return c, nil
+}
+
+// exposure says how strangers could get into a grid of nodes configured
+// as c, and what would keep them out; "" when nothing is known to let them
+// in. A token is only worth something when the gossip key keeps strangers
+// from joining: clients send the token to every member they are told of.
+func (c Config) exposure() (risk, fix string) {
+	if c.RPC.Token != "" && len(c.GossipKey) == 0 {
+		return "a token without a gossip key lets any process that reaches the gossip port join the grid, " +
+				"be sent the token by clients and answer their calls",
+			"give every member the same gossip key too (--gossip-key-file or --gossip-key)"
+	}
+	if c.RPC.Token == "" && len(c.GossipKey) == 0 {
+		for _, a := range []struct{ name, addr string }{{"gossip", c.GossipAddr}, {"rpc", c.RPCAddr}} {
+			host, _, _ := net.SplitHostPort(a.addr)
+			if !loopbackHost(host) {
+				return fmt.Sprintf("the %s address %s is reachable beyond this machine, and with neither a gossip key "+
+						"nor a token anyone who reaches it can join the grid or call its functions", a.name, a.addr),
+					"give the grid a gossip key and a token (--gossip-key-file, --token-file), or bind to 127.0.0.1"
+			}
+		}
+	}
+	return "", ""
+}
+
+// loopbackHost reports whether host, from a HOST:PORT to bind, names only
+// this machine. A name other than localhost is not looked up: it counts
+// as beyond loopback, as do "" and 0.0.0.0, which mean every interface.
+func loopbackHost(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func defaultName(rpcAddr string) string {

@@ -1,8 +1,11 @@
 package node
 
 import (
+	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -88,7 +91,8 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// httpHandler serves /healthz, /readyz, /metrics and /members.
+// httpHandler serves /healthz, /readyz, /metrics and /members, the last
+// two (and any path added later) only to callers who may call the node.
 func (n *Node) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -109,5 +113,57 @@ func (n *Node) httpHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(n.Members())
 	})
-	return mux
+	return n.requireAccess(mux)
+}
+
+// openPaths are served to anyone: probes (a kubelet's, a load balancer's)
+// know no token, and the answers tell nothing about the grid.
+var openPaths = map[string]bool{"/healthz": true, "/readyz": true}
+
+// requireAccess guards every path but openPaths as RPC is guarded: with a
+// token, the request must carry it as "Authorization: Bearer <token>";
+// with TLS that requires client certificates, it must have come with one.
+func (n *Node) requireAccess(next http.Handler) http.Handler {
+	token := []byte(n.cfg.RPC.Token)
+	needCert := n.cfg.RPC.TLS != nil && n.cfg.RPC.TLS.ClientAuth == tls.RequireAndVerifyClientCert
+	if len(token) == 0 && !needCert {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if openPaths[r.URL.Path] {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if needCert && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+			http.Error(w, "a client certificate signed by the grid's CA is required", http.StatusUnauthorized)
+			return
+		}
+		if len(token) > 0 && subtle.ConstantTimeCompare(bearer(r), token) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="shoal"`)
+			http.Error(w, "send the grid's token as: Authorization: Bearer <token>", http.StatusUnauthorized)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// bearer returns the token of an "Authorization: Bearer" header, or nil.
+func bearer(r *http.Request) []byte {
+	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return nil
+	}
+	return []byte(strings.TrimSpace(token))
+}
+
+// httpTLS is the TLS the HTTP endpoint serves when RPC serves TLS: the same
+// certificate and client CA, but a client certificate is only asked for,
+// not required, so that probes without one reach /healthz and /readyz;
+// requireAccess demands it on the other paths.
+func (n *Node) httpTLS() *tls.Config {
+	c := n.cfg.RPC.TLS.Clone()
+	if c.ClientAuth == tls.RequireAndVerifyClientCert {
+		c.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	return c
 }

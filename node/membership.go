@@ -88,7 +88,13 @@ func (n *Node) memberlistConfig() (*memberlist.Config, error) {
 	c.DeadNodeReclaimTime = t.DeadNodeReclaimTime
 	c.TCPTimeout = max(10*t.ProbeTimeout, time.Second)
 	c.GossipToTheDeadTime = max(t.PushPullInterval, 10*t.ProbeInterval)
-	c.SecretKey = n.cfg.GossipKey
+	if len(n.cfg.GossipKey) > 0 {
+		// memberlist decrypts with every key of the ring and encrypts
+		// with its primary.
+		if c.Keyring, err = memberlist.NewKeyring(n.cfg.GossipKeys, n.cfg.GossipKey); err != nil {
+			return nil, fmt.Errorf("node: gossip keys: %w", err)
+		}
+	}
 	c.Delegate = (*metaDelegate)(n)
 	c.Events = (*eventDelegate)(n)
 	c.Conflict = (*conflictDelegate)(n)

@@ -137,7 +137,13 @@ func New(cfg Config, version string) (*Node, error) {
 			return nil, err
 		}
 	}
-	n.pool = rpc.NewPool(rpc.ClientConfig{Token: cfg.RPC.Token, TLS: cfg.PeerTLS, Logger: cfg.Logger})
+	// Members call each other with the grid's token. Without PeerTLS it
+	// goes in the clear, which a node allows when gossip is keyed: the
+	// peers' addresses then come from members holding the key, and the
+	// operator who gave a token but no TLS has chosen a trusted network.
+	// A node with a token and no key starts only when Insecure.
+	n.pool = rpc.NewPool(rpc.ClientConfig{Token: cfg.RPC.Token, TLS: cfg.PeerTLS, Logger: cfg.Logger,
+		AllowPlaintextToken: len(cfg.GossipKey) > 0 || cfg.Insecure})
 	n.stub = grid.Stub{Caller: n.pool}
 	return n, nil
 }
@@ -243,8 +249,13 @@ func (n *Node) start(ctx context.Context) error {
 	})
 	if n.httpListener != nil {
 		n.httpServer = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		serve := func() error { return n.httpServer.Serve(n.httpListener) }
+		if n.cfg.RPC.TLS != nil {
+			n.httpServer.TLSConfig = n.httpTLS()
+			serve = func() error { return n.httpServer.ServeTLS(n.httpListener, "", "") }
+		}
 		n.goFunc(func() {
-			if err := n.httpServer.Serve(n.httpListener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serve(); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				n.log.Error("http server stopped", "err", err)
 			}
 		})
@@ -260,7 +271,11 @@ func (n *Node) start(ctx context.Context) error {
 	}
 
 	n.log.Info("node started", "name", n.cfg.Name, "gossip", n.GossipAddr(), "rpc", n.RPCAddr(),
-		"http", n.HTTPAddr(), "slots", n.exec.Slots(), "encrypted", len(n.cfg.GossipKey) > 0, "version", n.version)
+		"http", n.HTTPAddr(), "slots", n.exec.Slots(), "encrypted", len(n.cfg.GossipKey) > 0,
+		"token", n.cfg.RPC.Token != "", "tls", n.cfg.RPC.TLS != nil, "version", n.version)
+	if risk, fix := n.cfg.exposure(); risk != "" {
+		n.log.Warn("running insecure, as --insecure allows: "+risk, "fix", fix)
+	}
 	if len(n.cfg.Join) > 0 {
 		return n.join(ctx)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -19,6 +20,12 @@ type ClientConfig struct {
 	// TLS, when set, wraps the connection in TLS with this configuration.
 	// Default: plain TCP.
 	TLS *tls.Config
+	// AllowPlaintextToken lets Dial send Token over plain TCP to a server
+	// beyond loopback, where anyone on the path can read it and use it.
+	// Default: false: without TLS the token goes only to loopback
+	// addresses, and Dial elsewhere fails with ErrPlaintextToken before
+	// connecting (or, for a host name, before authenticating).
+	AllowPlaintextToken bool
 	// DialTimeout bounds connecting (and authenticating) when the context
 	// has no earlier deadline. Default: 5s.
 	DialTimeout time.Duration
@@ -94,15 +101,36 @@ type Client struct {
 	closing bool
 }
 
+// ErrPlaintextToken is matched (with errors.Is) by Dial's error when it
+// would have sent the token over plain TCP to a server beyond loopback;
+// see ClientConfig.AllowPlaintextToken.
+var ErrPlaintextToken = errors.New("rpc: refusing to send the token in the clear beyond loopback; use TLS, or allow it explicitly")
+
 // Dial connects to a msgpack-rpc server at addr ("host:port") and, when
 // cfg.Token is set, authenticates before returning.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*Client, error) {
+	guardToken := cfg.Token != "" && cfg.TLS == nil && !cfg.AllowPlaintextToken
+	if guardToken {
+		// An address given as an IP is refused before any packet is sent.
+		if host, _, err := net.SplitHostPort(addr); err == nil {
+			if ip := net.ParseIP(host); ip != nil && !ip.IsLoopback() {
+				return nil, fmt.Errorf("%w (to %s)", ErrPlaintextToken, addr)
+			}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.dialTimeout())
 	defer cancel()
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, &DialError{Addr: addr, Err: err}
+	}
+	if guardToken {
+		// A host name is judged by the address it resolved to.
+		if tcp, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !tcp.IP.IsLoopback() {
+			conn.Close()
+			return nil, fmt.Errorf("%w (to %s, at %s)", ErrPlaintextToken, addr, conn.RemoteAddr())
+		}
 	}
 	if cfg.TLS != nil {
 		tlsCfg := cfg.TLS

@@ -33,9 +33,13 @@
 //	shoal.describe         returns the registered functions: name, signature,
 //	                       doc, version and whether results may be cached
 //	shoal.auth [token]     authenticates the connection when the server has a
-//	                       token; a wrong one closes the connection
+//	                       token; a wrong one closes the connection and makes
+//	                       the next guess from that address wait longer
 //	shoal.cancel [msgid…]  ends the context of the caller's running calls
 //	                       (as a request or a notification)
+//
+// A Client sends its token over plain TCP only to loopback addresses, unless
+// ClientConfig.AllowPlaintextToken says otherwise; elsewhere it needs TLS.
 //
 // Every server reader is bounded: a message larger than MaxMessageSize or
 // nested deeper than MaxDepth, or bytes that are not msgpack-rpc, close that

@@ -33,7 +33,9 @@ type ServerConfig struct {
 	// nothing for this long is disconnected. Default: 30s.
 	WriteTimeout time.Duration
 	// Token, when set, must be presented with shoal.auth before any other
-	// call on a connection. Default: none.
+	// call on a connection. A wrong one closes the connection, and each
+	// failure from an address makes its next attempt wait longer (100ms,
+	// doubling up to 10s). Default: none.
 	Token string
 	// TLS, when set, serves TLS with this configuration (see LoadServerTLS).
 	// Default: plain TCP.
@@ -98,6 +100,7 @@ type Server struct {
 	wg   sync.WaitGroup // accept loops, connections and call workers
 	// work hands a call to an idle worker goroutine; see runCall.
 	work chan func()
+	auth *authLimiter // slows down guessing the token
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -118,6 +121,7 @@ func NewServer(cfg ServerConfig) *Server {
 		log:       cfg.Logger,
 		ctx:       ctx,
 		work:      make(chan func()),
+		auth:      newAuthLimiter(cfg.Logger),
 		stop:      stop,
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*serverConn]struct{}),
@@ -299,6 +303,7 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.stop()
 	s.wg.Wait()
+	s.auth.close()
 	return nil
 }
 
@@ -405,7 +410,9 @@ func (c *serverConn) logEnd(err error) {
 	case errors.Is(err, errIdle):
 		c.s.log.Info("rpc: closing idle connection", "remote", c.remote, "idle", c.s.cfg.IdleTimeout)
 	case errors.Is(err, errWrongToken):
-		c.s.log.Warn("rpc: closing connection: wrong token", "remote", c.remote)
+		// Logged as counts by the server's authLimiter: a line per guess
+		// would let a guesser flood the log.
+		c.s.log.Debug("rpc: closing connection: wrong token", "remote", c.remote)
 	default:
 		c.s.log.Info("rpc: connection ended", "remote", c.remote, "err", err)
 	}
@@ -621,8 +628,18 @@ func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 		if n != 1 || dec.dec.Decode(&token) != nil {
 			return nil, &Error{Kind: KindBadArguments, Message: "shoal.auth takes one string: the token"}
 		}
-		if c.s.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(token), []byte(c.s.cfg.Token)) != 1 {
-			return nil, &Error{Kind: KindUnauthorized, Message: "wrong token"}
+		if c.s.cfg.Token != "" {
+			ok, err := c.s.auth.check(c.ctx, c.remote, func() bool {
+				return subtle.ConstantTimeCompare([]byte(token), []byte(c.s.cfg.Token)) == 1
+			})
+			switch {
+			case errors.Is(err, errAuthBacklog):
+				return nil, &Error{Kind: KindUnauthorized, Message: err.Error() + "; try again later"}
+			case err != nil:
+				return nil, &Error{Kind: KindUnavailable, Message: "connection closing"}
+			case !ok:
+				return nil, &Error{Kind: KindUnauthorized, Message: "wrong token"}
+			}
 		}
 		c.authed = true
 		return true, nil

@@ -18,18 +18,22 @@ import (
 )
 
 type clientOptions struct {
-	seeds   []string
-	token   string
-	tls     bool
-	tlsCA   string
-	tlsCert string
-	tlsKey  string
+	seeds     []string
+	token     string
+	tokenFile string
+	insecure  bool
+	tls       bool
+	tlsCA     string
+	tlsCert   string
+	tlsKey    string
 }
 
 func (o *clientOptions) addFlags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringSliceVar(&o.seeds, "seed", []string{"127.0.0.1:7373"}, "RPC address HOST:PORT of a node; a comma-separated list is tried in order")
-	f.StringVar(&o.token, "token", "", "token to present to nodes started with --token")
+	f.StringVar(&o.token, "token", "", "token to present to nodes started with --token (visible in ps: prefer --token-file)")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token to present (surrounding whitespace is ignored)")
+	f.BoolVar(&o.insecure, "insecure", false, "send the token without TLS to nodes beyond loopback, where others on the network can read it")
 	f.BoolVar(&o.tls, "tls", false, "connect with TLS, verifying the node against the system's CAs (or --tls-ca)")
 	f.StringVar(&o.tlsCA, "tls-ca", "", "PEM CA file to verify nodes with; implies --tls")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM client certificate, for nodes started with --tls-client-ca; implies --tls")
@@ -41,7 +45,11 @@ func (o *clientOptions) config(g *globalOptions) (rpc.ClientConfig, error) {
 	if err != nil {
 		return rpc.ClientConfig{}, err
 	}
-	cfg := rpc.ClientConfig{Token: o.token, Logger: log}
+	token, err := secretFromFlags("token", o.token, o.tokenFile, log)
+	if err != nil {
+		return rpc.ClientConfig{}, err
+	}
+	cfg := rpc.ClientConfig{Token: token, Logger: log, AllowPlaintextToken: o.insecure}
 	if o.tls || o.tlsCA != "" || o.tlsCert != "" || o.tlsKey != "" {
 		if (o.tlsCert == "") != (o.tlsKey == "") {
 			return cfg, errors.New("--tls-cert and --tls-key go together")
@@ -60,17 +68,28 @@ func (o *clientOptions) dial(ctx context.Context, g *globalOptions) (*shoal.Clie
 	if err != nil {
 		return nil, err
 	}
-	c, err := shoal.Dial(ctx, shoal.Config{Seeds: o.seeds, Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger})
+	c, err := shoal.Dial(ctx, shoal.Config{Seeds: o.seeds, Token: cfg.Token, TLS: cfg.TLS, Logger: cfg.Logger,
+		AllowPlaintextToken: cfg.AllowPlaintextToken})
 	var seeds *shoal.SeedError
 	switch {
 	case err == nil || ctx.Err() != nil:
 		return c, err
 	case errors.As(err, &seeds):
 		return nil, fmt.Errorf("%w\n%s", err, seedHint(seeds))
-	case errors.Is(err, rpc.ErrUnauthorized):
-		return nil, fmt.Errorf("%w\n(give the grid's token with --token or SHOAL_TOKEN)", err)
 	}
-	return nil, err
+	return nil, tokenHint(err)
+}
+
+// tokenHint says how to give the token, or how to send it safely, when err
+// is about it.
+func tokenHint(err error) error {
+	switch {
+	case errors.Is(err, rpc.ErrUnauthorized):
+		return fmt.Errorf("%w\n(give the grid's token with --token-file or SHOAL_TOKEN)", err)
+	case errors.Is(err, rpc.ErrPlaintextToken):
+		return fmt.Errorf("%w\n(connect with --tls to nodes that serve it, or give --insecure to send the token in the clear anyway)", err)
+	}
+	return err
 }
 
 // seedHint says what to do when no seed answered: start a node when
@@ -103,8 +122,8 @@ func (o *clientOptions) dialDirect(ctx context.Context, cfg rpc.ClientConfig) (*
 		if err == nil {
 			return c, nil
 		}
-		if errors.Is(err, rpc.ErrUnauthorized) {
-			return nil, err
+		if errors.Is(err, rpc.ErrUnauthorized) || errors.Is(err, rpc.ErrPlaintextToken) {
+			return nil, tokenHint(err)
 		}
 		errs = append(errs, err.Error())
 	}

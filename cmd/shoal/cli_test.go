@@ -82,7 +82,7 @@ func TestCallTriesSeedsInOrder(t *testing.T) {
 }
 
 func TestEnvironmentSetsFlags(t *testing.T) {
-	_, addr := startNode(t, []string{"SHOAL_TOKEN=s3cret"})
+	_, addr := startNode(t, []string{"SHOAL_TOKEN=s3cret", "SHOAL_GOSSIP_KEY=" + keyA})
 	_, stderr, code := runShoal(t, nil, "call", "--seed", addr, "add", "1", "2")
 	if code != 1 || !strings.Contains(stderr, addr+" requires a token: Unauthorized") || !strings.Contains(stderr, "--token") {
 		t.Fatalf("call without the token: %q %d", stderr, code)

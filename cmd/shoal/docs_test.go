@@ -39,7 +39,7 @@ func readmeFlags(t *testing.T) map[string]map[string]string {
 			current = []string{"call", "members", "functions"}
 		case strings.HasPrefix(line, "`shoal submit [flags] FUNC` takes the"):
 			current = []string{"submit"}
-			for _, f := range []string{"seed", "token", "tls", "tls-ca", "tls-cert", "tls-key"} {
+			for _, f := range []string{"seed", "token", "token-file", "insecure", "tls", "tls-ca", "tls-cert", "tls-key"} {
 				add("submit", f, "(as for call)")
 			}
 		case strings.HasPrefix(line, "`shoal bench [rpc|map|cache|all]"):

@@ -141,7 +141,12 @@ A flag given on the command line wins over the environment.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return flagsFromEnv(cmd)
+			secrets := secretsOnCommandLine(cmd)
+			if err := flagsFromEnv(cmd); err != nil {
+				return err
+			}
+			warnSecretsOnCommandLine(g, secrets)
+			return nil
 		},
 	}
 	root.SetOut(stdout)

@@ -29,6 +29,7 @@ type nodeOptions struct {
 	slots          int
 	queue          int
 	gossipKey      string
+	gossipKeyFile  string
 	gossipTiming   string
 	memcached      []string
 	cacheAddr      string
@@ -36,6 +37,8 @@ type nodeOptions struct {
 	cacheSize      int
 	cacheTimeout   time.Duration
 	token          string
+	tokenFile      string
+	insecure       bool
 	tlsCert        string
 	tlsKey         string
 	tlsClientCA    string
@@ -65,6 +68,13 @@ A node restarted under the same name at a new address rejoins at once if it
 left gracefully; after a crash (kill -9) the grid lets the name be reclaimed
 once the old member has been dead for 30s (1s with --gossip-timing fast).
 
+A node refuses to start with a token but no gossip key (any process that
+reaches the gossip port could join and be sent the token), or with --gossip
+or --rpc beyond loopback and neither, unless --insecure. Give secrets as
+files (--token-file, --gossip-key-file) or SHOAL_ variables: ps shows the
+command line to every user. With a token, HTTP paths but /healthz and
+/readyz need "Authorization: Bearer <token>"; with TLS, HTTP serves TLS too.
+
 Results of cacheable functions are written to the grid's cache after the
 caller has its reply: memcached servers placed by ketama (--memcached, or
 --cache-ring gossip for the servers members offer with --cache-addr), or an
@@ -74,7 +84,8 @@ Built-in functions:
 ` + builtinList(),
 		Example: `  shoal node --name a
   shoal node --name b --gossip 127.0.0.1:7947 --rpc 127.0.0.1:7374 --http 127.0.0.1:8788 --join 127.0.0.1:7946
-  shoal node --gossip-key "$(head -c 32 /dev/urandom | base64)" --token s3cret
+  head -c 32 /dev/urandom | base64 > gossip.key; head -c 32 /dev/urandom | base64 > token; chmod 600 gossip.key token
+  shoal node --gossip-key-file gossip.key --token-file token
   shoal node --memcached 127.0.0.1:11211,127.0.0.1:11212
   shoal node --cache-addr 127.0.0.1:11211 --cache-ring gossip`,
 		Args: cobra.NoArgs,
@@ -91,14 +102,17 @@ Built-in functions:
 	f.DurationVar(&o.joinTimeout, "join-timeout", def.JoinTimeout, "give up (exit 1) if no --join member answers within this")
 	f.IntVar(&o.slots, "slots", 0, fmt.Sprintf("calls to run at once (default: the number of CPUs, %d here)", def.Slots))
 	f.IntVar(&o.queue, "queue", 0, "calls that may wait for a slot before more get Overloaded (default: 64 per slot)")
-	f.StringVar(&o.gossipKey, "gossip-key", "", "base64 key of 16, 24 or 32 bytes encrypting gossip; the same on every member")
+	f.StringVar(&o.gossipKey, "gossip-key", "", "base64 key of 16, 24 or 32 bytes encrypting gossip; the same on every member (visible in ps: prefer --gossip-key-file)")
+	f.StringVar(&o.gossipKeyFile, "gossip-key-file", "", "file of base64 gossip keys, one a line: the first encrypts, all are accepted (for changing keys)")
 	f.StringVar(&o.gossipTiming, "gossip-timing", "lan", "failure detection: lan (probe every 1s, a killed node marked dead in about 6s) or fast (every 100ms, dead in about 0.5s; for one machine)")
 	f.StringSliceVar(&o.memcached, "memcached", nil, "memcached HOST:PORT servers, comma-separated, to store results of cacheable functions in (ketama placement)")
 	f.StringVar(&o.cacheAddr, "cache-addr", "", "HOST:PORT of a memcached running beside this node, offered to the grid's cache ring")
 	f.StringVar(&o.cacheRing, "cache-ring", "static", "static: use --memcached (or, without it, an in-memory cache); gossip: every live member's --cache-addr")
 	f.IntVar(&o.cacheSize, "cache-size", def.CacheSize, "bytes of the in-memory cache used when no memcached is configured")
 	f.DurationVar(&o.cacheTimeout, "cache-timeout", def.CacheTimeout, "bound on each request to a memcached server; one that times out counts against the server")
-	f.StringVar(&o.token, "token", "", "shared token clients must present with shoal.auth before any call")
+	f.StringVar(&o.token, "token", "", "shared token clients must present with shoal.auth before any call (visible in ps: prefer --token-file)")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token (surrounding whitespace is ignored)")
+	f.BoolVar(&o.insecure, "insecure", false, "start even with a token but no gossip key, or beyond loopback with neither: strangers can join")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate file: serve TLS (needs --tls-key)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
 	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates signed by it")
@@ -159,17 +173,33 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 	default:
 		return cfg, fmt.Errorf("--gossip-timing %q: want lan or fast", o.gossipTiming)
 	}
-	if o.gossipKey != "" {
+	switch {
+	case o.gossipKey != "" && o.gossipKeyFile != "":
+		return cfg, errors.New("--gossip-key (or SHOAL_GOSSIP_KEY) and --gossip-key-file both given: give the key one way")
+	case o.gossipKey != "":
 		if cfg.GossipKey, err = base64.StdEncoding.DecodeString(o.gossipKey); err != nil {
 			return cfg, fmt.Errorf("--gossip-key is not base64: %w", err)
 		}
+	case o.gossipKeyFile != "":
+		text, err := readSecretFile("--gossip-key-file", o.gossipKeyFile, log)
+		if err != nil {
+			return cfg, err
+		}
+		if cfg.GossipKey, cfg.GossipKeys, err = parseGossipKeys("--gossip-key-file "+o.gossipKeyFile, text); err != nil {
+			return cfg, err
+		}
 	}
+	token, err := secretFromFlags("token", o.token, o.tokenFile, log)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Insecure = o.insecure
 	cfg.RPC = rpc.ServerConfig{
 		MaxMessageSize: o.maxMessageSize,
 		MaxDepth:       o.maxDepth,
 		MaxInFlight:    o.maxInFlight,
 		IdleTimeout:    o.idleTimeout,
-		Token:          o.token,
+		Token:          token,
 		Logger:         log,
 	}
 	if o.tlsCert != "" || o.tlsKey != "" {
