@@ -100,9 +100,9 @@ func TestFiveNodesJoinThroughOneSeed(t *testing.T) {
 		!strings.Contains(lines[1], "alive") || !strings.Contains(lines[1], seed.RPC) {
 		t.Fatalf("members table:\n%s", stdout)
 	}
-	stdout, _, _ = runShoal(t, nil, "functions", "--seed", seed.RPC)
+	stdout, stderr, code := runShoal(t, nil, "functions", "--seed", seed.RPC)
 	if !strings.Contains(stdout, "square") || !strings.Contains(stdout, "n0,n1,n2,n3,n4") {
-		t.Fatalf("functions table:\n%s", stdout)
+		t.Fatalf("functions: exit %d\n%s\nstderr:\n%s", code, stdout, stderr)
 	}
 }
 
