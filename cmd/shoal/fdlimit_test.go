@@ -40,8 +40,8 @@ func startLimitedNode(t *testing.T, args ...string) *testutil.Node {
 func TestNodeOutlivesRunningOutOfDescriptors(t *testing.T) {
 	const conns = 400
 	for _, tc := range []struct {
-		name    string
-		args    []string
+		name     string
+		args     []string
 		notReady string // in /readyz's answer while the connections are held
 	}{
 		{"default bound", nil, "at the RPC connection limit"},
