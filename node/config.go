@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"runtime"
@@ -29,6 +30,12 @@ type Config struct {
 	// HTTPAddr serves /healthz, /readyz, /metrics and /members; empty turns
 	// HTTP off. Default: 127.0.0.1:8787.
 	HTTPAddr string
+	// HTTPIdleTimeout closes a keep-alive HTTP connection that has waited
+	// this long for its next request. Default: 1 minute.
+	HTTPIdleTimeout time.Duration
+	// HTTPWriteTimeout bounds writing one HTTP response, so that a client
+	// that stops reading cannot hold a connection. Default: 30s.
+	HTTPWriteTimeout time.Duration
 	// Join lists gossip addresses of members to join through. Empty starts
 	// a new grid. Default: none.
 	Join []string
@@ -83,8 +90,14 @@ type Config struct {
 	CacheQueue int
 	// Timing sets how fast failures are detected. Default: LANTiming().
 	Timing Timing
-	// RPC configures the RPC server: token, TLS, limits. Its Admit is set
-	// by the node. Default: rpc's defaults.
+	// MaxConns bounds the RPC connections open at once: one accepted
+	// beyond it is closed at once and counted, and /readyz reports not
+	// ready while the node is at it. Negative means no bound. Default:
+	// DefaultMaxConns(), derived from the process's limit on open files.
+	MaxConns int
+	// RPC configures the RPC server: token, TLS, limits. Its Admit,
+	// Observe, Completed and MaxConns are set by the node. Default: rpc's
+	// defaults.
 	RPC rpc.ServerConfig
 	// PeerTLS, when set, is used to call other members over TLS (to fetch
 	// their function lists). Default: plain TCP.
@@ -169,6 +182,40 @@ func DefaultConfig() Config {
 	}
 }
 
+// The HTTP endpoint's timeouts, when Config leaves them zero.
+const (
+	defaultHTTPIdleTimeout  = time.Minute
+	defaultHTTPWriteTimeout = 30 * time.Second
+)
+
+// DefaultMaxConns is the default bound on a node's RPC connections,
+// derived from the soft limit on open files (RLIMIT_NOFILE) as it is now:
+//
+//	limit - (64 + limit/8), and at least limit/4
+//
+// The reserve is for what else the node holds open: its listeners,
+// gossip's sockets, connections to memcached and to other members, HTTP
+// clients, files. It grows with the limit because a process given many
+// descriptors tends to be in a large grid. Under a limit of 256 the bound
+// is 160; under 1024, 832; under 65536, 57280. It is 0, no bound, where
+// the limit cannot be read (on Windows, say) or is unlimited.
+func DefaultMaxConns() int {
+	limit, ok := openFileLimit()
+	if !ok {
+		return 0
+	}
+	return maxConnsFor(limit)
+}
+
+// maxConnsFor is DefaultMaxConns for a limit on open files.
+func maxConnsFor(limit uint64) int {
+	if limit == 0 || limit > math.MaxInt32 {
+		return 0
+	}
+	l := int(limit)
+	return max(l-(64+l/8), l/4, 1)
+}
+
 // FastConfig is DefaultConfig with FastTiming and every port picked free,
 // for tests and local demos.
 func FastConfig() Config {
@@ -223,6 +270,18 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	default:
 		return c, fmt.Errorf("node: cache ring %q: want static or gossip", c.CacheRing)
+	}
+	if c.HTTPIdleTimeout <= 0 {
+		c.HTTPIdleTimeout = defaultHTTPIdleTimeout
+	}
+	if c.HTTPWriteTimeout <= 0 {
+		c.HTTPWriteTimeout = defaultHTTPWriteTimeout
+	}
+	switch {
+	case c.MaxConns == 0:
+		c.MaxConns = DefaultMaxConns()
+	case c.MaxConns < 0:
+		c.MaxConns = 0
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

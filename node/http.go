@@ -54,6 +54,7 @@ func newMetrics(n *Node) *metrics {
 			}),
 		(*memberCollector)(n),
 		(*cacheCollector)(n),
+		(*rpcCollector)(n),
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -91,6 +92,36 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+var (
+	rpcConnectionsDesc = prometheus.NewDesc("shoal_rpc_connections",
+		"RPC connections open now.", nil, nil)
+	rpcMaxConnectionsDesc = prometheus.NewDesc("shoal_rpc_max_connections",
+		"The bound on open RPC connections (--max-conns); 0 for none.", nil, nil)
+	rpcRefusedDesc = prometheus.NewDesc("shoal_rpc_connections_refused_total",
+		"RPC connections closed as soon as accepted because the node was at its bound.", nil, nil)
+	rpcAcceptErrorsDesc = prometheus.NewDesc("shoal_rpc_accept_errors_total",
+		"Accepts of RPC connections that failed (out of file descriptors, say) and were retried.", nil, nil)
+)
+
+// rpcCollector reports the RPC server's connections from one snapshot of
+// its Stats per scrape.
+type rpcCollector Node
+
+func (c *rpcCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- rpcConnectionsDesc
+	ch <- rpcMaxConnectionsDesc
+	ch <- rpcRefusedDesc
+	ch <- rpcAcceptErrorsDesc
+}
+
+func (c *rpcCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	ch <- prometheus.MustNewConstMetric(rpcConnectionsDesc, prometheus.GaugeValue, float64(st.Connections))
+	ch <- prometheus.MustNewConstMetric(rpcMaxConnectionsDesc, prometheus.GaugeValue, float64(c.cfg.MaxConns))
+	ch <- prometheus.MustNewConstMetric(rpcRefusedDesc, prometheus.CounterValue, float64(st.Refused))
+	ch <- prometheus.MustNewConstMetric(rpcAcceptErrorsDesc, prometheus.CounterValue, float64(st.AcceptErrors))
+}
+
 // httpHandler serves /healthz, /readyz, /metrics and /members, the last
 // two (and any path added later) only to callers who may call the node.
 func (n *Node) httpHandler() http.Handler {
@@ -99,14 +130,11 @@ func (n *Node) httpHandler() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case n.draining.Load():
-			http.Error(w, "leaving the grid", http.StatusServiceUnavailable)
-		case !n.ready.Load():
-			http.Error(w, "joining the grid", http.StatusServiceUnavailable)
-		default:
-			w.Write([]byte("ready\n"))
+		if why := n.notReady(); why != "" {
+			http.Error(w, why, http.StatusServiceUnavailable)
+			return
 		}
+		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /members", func(w http.ResponseWriter, r *http.Request) {

@@ -117,6 +117,7 @@ func New(cfg Config, version string) (*Node, error) {
 	}
 	n.metrics = newMetrics(n)
 	rpcCfg := cfg.RPC
+	rpcCfg.MaxConns = cfg.MaxConns
 	rpcCfg.Admit = func(ctx context.Context, fn rpc.FunctionInfo) (func(), error) {
 		return n.exec.Acquire(ctx)
 	}
@@ -185,8 +186,28 @@ func (n *Node) Executor() *Executor { return n.exec }
 // answered: running, or waiting for an executor slot.
 func (n *Node) InFlight() int { return n.srv.Stats().InFlight }
 
-// Ready reports whether the node has joined and serves calls.
-func (n *Node) Ready() bool { return n.ready.Load() && !n.draining.Load() }
+// Ready reports whether the node has joined and takes new work: it is not
+// leaving, its RPC server is accepting connections and it is below
+// cfg.MaxConns. /readyz answers the same.
+func (n *Node) Ready() bool { return n.notReady() == "" }
+
+// notReady says why the node should be given no new work now, or "".
+func (n *Node) notReady() string {
+	switch {
+	case n.draining.Load():
+		return "leaving the grid"
+	case !n.ready.Load():
+		return "joining the grid"
+	case !n.srv.Accepting():
+		return "the RPC server is not accepting connections (out of file descriptors?); see the log"
+	}
+	if limit := n.cfg.MaxConns; limit > 0 {
+		if open := n.srv.Stats().Connections; open >= limit {
+			return fmt.Sprintf("at the RPC connection limit: %d open, new ones are closed", open)
+		}
+	}
+	return ""
+}
 
 // Start listens for RPC and HTTP, starts gossip and joins cfg.Join,
 // retrying with backoff until a seed answers or ctx or cfg.JoinTimeout
@@ -242,13 +263,28 @@ func (n *Node) start(ctx context.Context) error {
 	n.view[self.Name] = &viewMember{Member: self, since: time.Now()}
 	n.mu.Unlock()
 
+	// Start returns, and the node reports ready, only once the RPC server
+	// waits for connections: until then it is not Accepting.
+	rpcListener := &firstAcceptListener{Listener: n.rpcListener, waiting: make(chan struct{})}
+	serveEnded := make(chan struct{})
 	n.goFunc(func() {
-		if err := n.srv.Serve(n.rpcListener); err != nil && !errors.Is(err, rpc.ErrServerClosed) {
-			n.log.Error("rpc server stopped", "err", err)
+		defer close(serveEnded)
+		if err := n.srv.Serve(rpcListener); err != nil && !errors.Is(err, rpc.ErrServerClosed) {
+			n.log.Error("rpc server stopped; the node is no longer ready", "err", err)
 		}
 	})
+	select {
+	case <-rpcListener.waiting:
+	case <-serveEnded:
+		return errors.New("node: the rpc server stopped as it started")
+	}
 	if n.httpListener != nil {
-		n.httpServer = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		n.httpServer = &http.Server{
+			Handler:           n.httpHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       n.cfg.HTTPIdleTimeout,
+			WriteTimeout:      n.cfg.HTTPWriteTimeout,
+		}
 		serve := func() error { return n.httpServer.Serve(n.httpListener) }
 		if n.cfg.RPC.TLS != nil {
 			n.httpServer.TLSConfig = n.httpTLS()
@@ -271,7 +307,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 
 	n.log.Info("node started", "name", n.cfg.Name, "gossip", n.GossipAddr(), "rpc", n.RPCAddr(),
-		"http", n.HTTPAddr(), "slots", n.exec.Slots(), "encrypted", len(n.cfg.GossipKey) > 0,
+		"http", n.HTTPAddr(), "slots", n.exec.Slots(), "max_conns", n.cfg.MaxConns, "encrypted", len(n.cfg.GossipKey) > 0,
 		"token", n.cfg.RPC.Token != "", "tls", n.cfg.RPC.TLS != nil, "version", n.version)
 	if risk, fix := n.cfg.exposure(); risk != "" {
 		n.log.Warn("running insecure, as --insecure allows: "+risk, "fix", fix)
@@ -280,6 +316,19 @@ func (n *Node) start(ctx context.Context) error {
 		return n.join(ctx)
 	}
 	return nil
+}
+
+// firstAcceptListener closes waiting when Accept is first called: by then
+// the server serving it has registered it.
+type firstAcceptListener struct {
+	net.Listener
+	once    sync.Once
+	waiting chan struct{}
+}
+
+func (l *firstAcceptListener) Accept() (net.Conn, error) {
+	l.once.Do(func() { close(l.waiting) })
+	return l.Listener.Accept()
 }
 
 // goFunc runs f in a goroutine that Shutdown and Close wait for.

@@ -32,6 +32,11 @@ type ServerConfig struct {
 	// WriteTimeout bounds each write to a connection; a peer that reads
 	// nothing for this long is disconnected. Default: 30s.
 	WriteTimeout time.Duration
+	// MaxConns bounds the connections open at once. A connection accepted
+	// beyond it is closed at once and counted in Stats.Refused: that frees
+	// its descriptor and tells the client promptly, where leaving it in
+	// the listen backlog would leave the client waiting. Default: no bound.
+	MaxConns int
 	// Token, when set, must be presented with shoal.auth before any other
 	// call on a connection. A wrong one closes the connection, and each
 	// failure from an address makes its next attempt wait longer (100ms,
@@ -107,9 +112,17 @@ type Server struct {
 	conns     map[*serverConn]struct{}
 	draining  bool
 	closed    bool
+	// backingOff counts the accept loops waiting to retry after an accept
+	// error; while any is, the server is not Accepting.
+	backingOff int
+	// refusedLogged is when a refusal at MaxConns was last logged: one
+	// line per interval, not one per connection.
+	refusedLogged time.Time
 
-	calls    atomic.Uint64
-	accepted atomic.Uint64
+	calls        atomic.Uint64
+	accepted     atomic.Uint64
+	refused      atomic.Uint64
+	acceptErrors atomic.Uint64
 }
 
 // NewServer returns a server with no functions registered.
@@ -170,17 +183,20 @@ func (s *Server) Functions() []FunctionInfo { return s.reg.list() }
 
 // Stats is a snapshot of a server's activity.
 type Stats struct {
-	Connections int    // open connections
-	Accepted    uint64 // connections accepted since the server was made
-	InFlight    int    // calls running now
-	Calls       uint64 // calls of registered functions started since the server was made
+	Connections  int    // open connections
+	Accepted     uint64 // connections accepted since the server was made
+	Refused      uint64 // connections closed on arrival because MaxConns were open
+	AcceptErrors uint64 // accepts that failed and were retried (out of file descriptors, say)
+	InFlight     int    // calls running now
+	Calls        uint64 // calls of registered functions started since the server was made
 }
 
 // Stats returns a snapshot of the server's activity.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := Stats{Connections: len(s.conns), Accepted: s.accepted.Load(), Calls: s.calls.Load()}
+	st := Stats{Connections: len(s.conns), Accepted: s.accepted.Load(), Calls: s.calls.Load(),
+		Refused: s.refused.Load(), AcceptErrors: s.acceptErrors.Load()}
 	for c := range s.conns {
 		c.mu.Lock()
 		st.InFlight += c.running
@@ -189,8 +205,24 @@ func (s *Server) Stats() Stats {
 	return st
 }
 
+// Accepting reports whether the server takes new connections now: it
+// serves at least one listener and no accept loop is backing off after an
+// accept error, such as running out of file descriptors. It is false
+// before Serve, once Shutdown or Close has begun, and after Serve has
+// returned an error. A server at MaxConns is still accepting: it closes
+// what it accepts.
+func (s *Server) Accepting() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.closed && !s.draining && len(s.listeners) > 0 && s.backingOff == 0
+}
+
 // Serve accepts connections on l until Shutdown or Close, when it returns
-// ErrServerClosed. With cfg.TLS set, connections are served over TLS.
+// ErrServerClosed. With cfg.TLS set, connections are served over TLS. An
+// accept error that a shortage explains (out of file descriptors, buffers
+// or memory; see retryableAccept) is retried with a backoff of up to a
+// second, during which the server is not Accepting; any other ends Serve
+// with that error.
 func (s *Server) Serve(l net.Listener) error {
 	if s.cfg.TLS != nil {
 		l = tls.NewListener(l, s.cfg.TLS)
@@ -206,7 +238,21 @@ func (s *Server) Serve(l net.Listener) error {
 	s.mu.Unlock()
 	defer s.wg.Done()
 
-	var backoff time.Duration
+	var backoff time.Duration // non-zero while this loop is backing off
+	setBackingOff := func(on bool) {
+		s.mu.Lock()
+		if on {
+			s.backingOff++
+		} else {
+			s.backingOff--
+		}
+		s.mu.Unlock()
+	}
+	defer func() {
+		if backoff > 0 {
+			setBackingOff(false)
+		}
+	}()
 	for {
 		conn, err := l.Accept()
 		if err != nil {
@@ -216,24 +262,59 @@ func (s *Server) Serve(l net.Listener) error {
 			if stopping {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and the like: wait and retry
-				// rather than spin or give up.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("rpc: accept failed; retrying", "err", err, "in", backoff)
-				time.Sleep(backoff)
-				continue
+			if !retryableAccept(err) {
+				s.mu.Lock()
+				delete(s.listeners, l)
+				s.mu.Unlock()
+				return err
 			}
-			s.mu.Lock()
-			delete(s.listeners, l)
-			s.mu.Unlock()
-			return err
+			// Out of file descriptors and the like: the shortage passes
+			// when connections close, so wait and retry rather than spin
+			// or give up for good.
+			if backoff == 0 {
+				setBackingOff(true)
+			}
+			s.acceptErrors.Add(1)
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("rpc: accept failed; retrying", "err", err, "in", backoff)
+			wait := time.NewTimer(backoff)
+			select {
+			case <-wait.C:
+			case <-s.ctx.Done():
+				wait.Stop()
+				return ErrServerClosed
+			}
+			continue
 		}
-		backoff = 0
+		if backoff > 0 {
+			backoff = 0
+			setBackingOff(false)
+			s.log.Info("rpc: accepting connections again", "addr", l.Addr())
+		}
 		s.startConn(conn)
 	}
 }
+
+// retryableAccept reports whether an accept error is a shortage that
+// passes (see acceptShortages) or a timeout, which the accept loop waits
+// out, rather than a broken listener. Go's net package reports EMFILE as
+// an error whose Timeout is false, so the errno is what tells.
+func retryableAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, shortage := range acceptShortages {
+		if errors.Is(err, shortage) {
+			return true
+		}
+	}
+	return false
+}
+
+// refusedLogInterval spaces the warnings about connections refused at
+// MaxConns.
+const refusedLogInterval = 10 * time.Second
 
 func (s *Server) startConn(conn net.Conn) {
 	ctx, cancel := context.WithCancel(s.ctx)
@@ -252,6 +333,22 @@ func (s *Server) startConn(conn net.Conn) {
 		s.mu.Unlock()
 		cancel()
 		conn.Close()
+		return
+	}
+	if s.cfg.MaxConns > 0 && len(s.conns) >= s.cfg.MaxConns {
+		now := time.Now()
+		logIt := now.Sub(s.refusedLogged) >= refusedLogInterval
+		if logIt {
+			s.refusedLogged = now
+		}
+		s.mu.Unlock()
+		cancel()
+		conn.Close()
+		refused := s.refused.Add(1)
+		if logIt {
+			s.log.Warn("rpc: at the connection limit; closing new connections until some end",
+				"max_conns", s.cfg.MaxConns, "remote", c.remote, "refused_total", refused)
+		}
 		return
 	}
 	s.conns[c] = struct{}{}

@@ -45,6 +45,7 @@ type nodeOptions struct {
 	maxMessageSize int
 	maxDepth       int
 	maxInFlight    int
+	maxConns       int
 	idleTimeout    time.Duration
 	drainTimeout   time.Duration
 }
@@ -63,6 +64,12 @@ Start the first node alone, then start others with --join pointing at the
 gossip address of any member. On SIGINT or SIGTERM a node tells the grid it
 is leaving, stops taking calls, lets the calls in flight finish (up to
 --drain-timeout; a second signal cuts the wait short) and exits 0.
+
+A node keeps at most --max-conns RPC connections open, by default a bound
+derived from the open-file limit (raised to the hard limit at start);
+connections beyond it are closed as soon as they are accepted, and /readyz
+says not ready while the node is at the bound or cannot accept (out of file
+descriptors, say, which it retries).
 
 A node restarted under the same name at a new address rejoins at once if it
 left gracefully; after a crash (kill -9) the grid lets the name be reclaimed
@@ -119,9 +126,19 @@ Built-in functions:
 	f.IntVar(&o.maxMessageSize, "max-message-size", rpc.DefaultMaxMessageSize, "largest message accepted, in bytes; a larger one closes its connection")
 	f.IntVar(&o.maxDepth, "max-depth", rpc.DefaultMaxDepth, "deepest nesting of arrays and maps accepted in a message")
 	f.IntVar(&o.maxInFlight, "max-inflight", 1024, "calls in flight per connection, queued ones included; more get Overloaded")
+	f.IntVar(&o.maxConns, "max-conns", 0, "RPC connections open at once; more are closed on arrival and /readyz says not ready meanwhile "+
+		fmt.Sprintf("(default: the open-file limit less 64 and an eighth of it, %s)", defaultMaxConnsHere()))
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 5*time.Minute, "close a connection idle this long")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", def.DrainTimeout, "on SIGINT/SIGTERM, how long to wait for calls in flight")
 	return cmd
+}
+
+// defaultMaxConnsHere describes the --max-conns this process would get.
+func defaultMaxConnsHere() string {
+	if n := node.DefaultMaxConns(); n > 0 {
+		return fmt.Sprintf("%d here", n)
+	}
+	return "no bound here"
 }
 
 func builtinList() string {
@@ -155,6 +172,8 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 		return cfg, fmt.Errorf("--cache-size %d: want a number of bytes", o.cacheSize)
 	case o.cacheTimeout <= 0:
 		return cfg, fmt.Errorf("--cache-timeout %v: want a positive duration", o.cacheTimeout)
+	case o.maxConns < 0:
+		return cfg, fmt.Errorf("--max-conns %d: want a number of connections, or 0 to derive it from the open-file limit", o.maxConns)
 	}
 	log, err := g.logger()
 	if err != nil {
@@ -164,7 +183,7 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 	cfg.Join, cfg.JoinTimeout, cfg.Slots, cfg.QueueSize = o.join, o.joinTimeout, o.slots, o.queue
 	cfg.DrainTimeout, cfg.Logger = o.drainTimeout, log
 	cfg.Memcached, cfg.CacheAddr, cfg.CacheRing, cfg.CacheSize = o.memcached, o.cacheAddr, o.cacheRing, o.cacheSize
-	cfg.CacheTimeout = o.cacheTimeout
+	cfg.CacheTimeout, cfg.MaxConns = o.cacheTimeout, o.maxConns
 	switch o.gossipTiming {
 	case "lan":
 		cfg.Timing = node.LANTiming()
@@ -225,6 +244,16 @@ func runNode(cmd *cobra.Command, g *globalOptions, o *nodeOptions) error {
 	cfg, err := o.config(cmd, g)
 	if err != nil {
 		return err
+	}
+	// Before New, which derives the default --max-conns from the limit.
+	switch before, after, hard, err := raiseOpenFileLimit(); {
+	case errors.Is(err, errors.ErrUnsupported):
+	case err != nil:
+		cfg.Logger.Warn("could not raise the open-file limit", "soft", before, "hard", hard, "err", err)
+	case after != before:
+		cfg.Logger.Info("raised the open-file limit", "soft", after, "hard", hard, "was", before)
+	default:
+		cfg.Logger.Info("open-file limit", "soft", after, "hard", hard)
 	}
 	n, err := node.New(cfg, shoalVersion())
 	if err != nil {
