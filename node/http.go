@@ -1,7 +1,6 @@
 package node
 
 import (
-	"crypto/subtle"
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
@@ -166,10 +165,21 @@ func (n *Node) requireAccess(next http.Handler) http.Handler {
 			http.Error(w, "a client certificate signed by the grid's CA is required", http.StatusUnauthorized)
 			return
 		}
-		if len(token) > 0 && subtle.ConstantTimeCompare(bearer(r), token) != 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="shoal"`)
-			http.Error(w, "send the grid's token as: Authorization: Bearer <token>", http.StatusUnauthorized)
-			return
+		if len(token) > 0 {
+			// A request that brings no token guesses nothing and is refused
+			// at once; one that brings a token is checked under the RPC
+			// server's limits on guessing.
+			given := bearer(r)
+			if given == nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="shoal"`)
+				http.Error(w, "send the grid's token as: Authorization: Bearer <token>", http.StatusUnauthorized)
+				return
+			}
+			if err := n.srv.CheckToken(r.Context(), r.RemoteAddr, given); err != nil {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="shoal", error="invalid_token"`)
+				http.Error(w, err.Error(), http.StatusUnauthorized)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})

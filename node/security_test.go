@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/shoalgrid/shoal/internal/testutil"
 	"github.com/shoalgrid/shoal/rpc"
@@ -118,6 +120,30 @@ func TestHTTPRequiresTheToken(t *testing.T) {
 		if got := httpStatus(t, http.DefaultClient, base+tc.path, tc.auth); got != tc.want {
 			t.Errorf("GET %s with %q: %d, want %d", tc.path, tc.auth, got, tc.want)
 		}
+	}
+}
+
+// TestHTTPGuessingIsSlowedAsRPCIs: a bearer token guessed over HTTP pays
+// the same growing delay per address as shoal.auth, so HTTP is no faster
+// door to the token.
+func TestHTTPGuessingIsSlowedAsRPCIs(t *testing.T) {
+	n := startNode(t, "a", nil, func(c *Config) { c.GossipKey, c.RPC.Token = testKey, "s3cret" })
+	url := "http://" + n.HTTPAddr() + "/metrics"
+	start := time.Now()
+	const guesses = 4
+	for i := 0; i < guesses; i++ {
+		if got := httpStatus(t, http.DefaultClient, url, fmt.Sprintf("Bearer guess-%d", i)); got != http.StatusUnauthorized {
+			t.Fatalf("guess %d: status %d, want 401", i, got)
+		}
+	}
+	// The first guess is checked at once, then each waits twice as long as
+	// the one before: 100ms, 200ms, 400ms.
+	const least = 700 * time.Millisecond
+	if took := time.Since(start); took < least {
+		t.Fatalf("%d wrong bearer tokens took %v; the delays alone add up to %v", guesses, took, least)
+	}
+	if got := httpStatus(t, http.DefaultClient, url, "Bearer s3cret"); got != http.StatusOK {
+		t.Fatalf("the right token after the guesses: status %d, want 200", got)
 	}
 }
 

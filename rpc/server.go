@@ -725,18 +725,12 @@ func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 		if n != 1 || dec.dec.Decode(&token) != nil {
 			return nil, &Error{Kind: KindBadArguments, Message: "shoal.auth takes one string: the token"}
 		}
-		if c.s.cfg.Token != "" {
-			ok, err := c.s.auth.check(c.ctx, c.remote, func() bool {
-				return subtle.ConstantTimeCompare([]byte(token), []byte(c.s.cfg.Token)) == 1
-			})
-			switch {
-			case errors.Is(err, errAuthBacklog):
-				return nil, &Error{Kind: KindUnauthorized, Message: err.Error() + "; try again later"}
-			case err != nil:
-				return nil, &Error{Kind: KindUnavailable, Message: "connection closing"}
-			case !ok:
-				return nil, &Error{Kind: KindUnauthorized, Message: "wrong token"}
+		if err := c.s.CheckToken(c.ctx, c.remote, []byte(token)); err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				e = &Error{Kind: KindUnavailable, Message: "connection closing"}
 			}
+			return nil, e
 		}
 		c.authed = true
 		return true, nil
@@ -744,6 +738,31 @@ func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 		return c.cancelCalls(dec, n), nil
 	}
 	panic("rpc: not a built-in method: " + method)
+}
+
+// CheckToken checks a token that remote presents at another door of the
+// same process (a node's HTTP endpoint, say) under the per-address limits
+// that slow down guessing through shoal.auth, so that no door guesses
+// faster than the other. It returns nil when the server has no token or
+// token is the server's, an *Error of KindUnauthorized when it is wrong or
+// the address has guessed too much lately, and ctx's error when ctx ends
+// while the address's delay runs.
+func (s *Server) CheckToken(ctx context.Context, remote string, token []byte) error {
+	if s.cfg.Token == "" {
+		return nil
+	}
+	ok, err := s.auth.check(ctx, remote, func() bool {
+		return subtle.ConstantTimeCompare(token, []byte(s.cfg.Token)) == 1
+	})
+	switch {
+	case errors.Is(err, errAuthBacklog):
+		return &Error{Kind: KindUnauthorized, Message: err.Error() + "; try again later"}
+	case err != nil:
+		return err
+	case !ok:
+		return &Error{Kind: KindUnauthorized, Message: "wrong token"}
+	}
+	return nil
 }
 
 // cancelCalls ends the contexts of the calls whose msgids are in params and
