@@ -168,7 +168,7 @@ node as well.`,
 		},
 	}
 	o.addFlags(cmd)
-	cmd.Flags().DurationVar(&o.timeout, "timeout", 0, "give up after this long (0: no limit)")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 0, "give up on the call after this long (0: no limit); finding the grid is bounded apart")
 	cmd.Flags().BoolVar(&o.direct, "direct", false, "call the seed itself instead of the least loaded node offering FUNC")
 	cmd.Flags().SetInterspersed(false)
 	return cmd
@@ -197,9 +197,12 @@ func runCall(ctx context.Context, cmd *cobra.Command, g *globalOptions, o *callO
 	}
 	ctx, stop := interruptible(ctx)
 	defer stop()
+	// --timeout bounds the call, not finding the grid, which has bounds of
+	// its own: a slow seed must not read as the function's timeout.
+	callCtx := ctx
 	if o.timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.timeout)
+		callCtx, cancel = context.WithTimeout(ctx, o.timeout)
 		defer cancel()
 	}
 
@@ -211,9 +214,9 @@ func runCall(ctx context.Context, cmd *cobra.Command, g *globalOptions, o *callO
 		}
 		defer c.Close()
 		cfg.Logger.Debug("call sent", "function", fn, "node", c.Addr())
-		err = c.Call(ctx, fn, &result, args...)
+		err = c.Call(callCtx, fn, &result, args...)
 		if err != nil {
-			return interrupted(ctx, err)
+			return interrupted(callCtx, err)
 		}
 	} else {
 		c, err := o.dial(ctx, g)
@@ -221,11 +224,11 @@ func runCall(ctx context.Context, cmd *cobra.Command, g *globalOptions, o *callO
 			return interrupted(ctx, err)
 		}
 		defer c.Close()
-		if err := c.Call(ctx, fn, &result, args...); err != nil {
+		if err := c.Call(callCtx, fn, &result, args...); err != nil {
 			if errors.Is(err, rpc.ErrUnknownFunction) {
 				return fmt.Errorf("%w\n(`shoal functions` lists what the grid offers)", err)
 			}
-			return interrupted(ctx, err)
+			return interrupted(callCtx, err)
 		}
 	}
 	out, err := json.Marshal(jsonValue(result))
