@@ -164,7 +164,7 @@ func (c *Client) refreshFromSeed(ctx context.Context, seed string) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- c.refreshFrom(ctx, seed) }()
+	go func() { done <- c.refreshFrom(ctx, seed, seedTimeout) }()
 	var err error
 	answered := false
 	select {
@@ -260,9 +260,19 @@ func (c *Client) discoverCache(ctx context.Context) error {
 	return last
 }
 
-// refreshFrom reads the view from the node at addr and installs it.
-func (c *Client) refreshFrom(ctx context.Context, addr string) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// seedTimeout bounds reading the view from a seed in Dial.
+const seedTimeout = 5 * time.Second
+
+// refreshTimeout bounds each read of the view once dialled: a frozen node
+// (stopped, wedged) accepts the request and answers nothing, and the view
+// must then come from another member before the jobs routed by it notice
+// too late that the node is gone.
+const refreshTimeout = 2 * time.Second
+
+// refreshFrom reads the view from the node at addr, giving it timeout, and
+// installs it.
+func (c *Client) refreshFrom(ctx context.Context, addr string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	view, err := c.stub.View(ctx, addr)
 	if err != nil {
@@ -289,12 +299,23 @@ func (c *Client) refreshLoop() {
 	}
 }
 
-// refresh re-reads the view from the first live member that answers.
+// refresh re-reads the view from the first live member that answers,
+// asking first the one that answered last: views from one node follow one
+// another, and a member that stopped answering is asked first only once.
 func (c *Client) refresh(ctx context.Context) error {
+	alive := c.view().Alive()
+	if last := c.answered.Load(); last != nil {
+		for k, m := range alive {
+			if m.RPC == *last {
+				alive[0], alive[k] = alive[k], alive[0]
+				break
+			}
+		}
+	}
 	var err error = errors.New("no live member")
-	for _, m := range c.view().Alive() {
-		if err = c.refreshFrom(ctx, m.RPC); err == nil {
-			return nil
+	for _, m := range alive {
+		if err = c.refreshFrom(ctx, m.RPC, refreshTimeout); err == nil || ctx.Err() != nil {
+			return err
 		}
 	}
 	return err

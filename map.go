@@ -68,7 +68,10 @@ func WithRetryFunctionErrors() Option {
 	return func(o *jobOptions) { o.sched.RetryFunctionErrors = true }
 }
 
-// WithTimeout bounds each item; its context ends on the node too.
+// WithTimeout bounds each item; its context ends on the node too. It also
+// lengthens the time a call may go unanswered before the job gives it up
+// as lost (see scheduler.Options.MinCallTimeout) to at least what the node
+// may spend on its items.
 func WithTimeout(d time.Duration) Option {
 	return func(o *jobOptions) {
 		if d < 0 {

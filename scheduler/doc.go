@@ -19,6 +19,14 @@
 //   - when a newer View shows a node gone (dead, left, or no longer listed,
 //     whether or not it was suspect first), its chunks in flight go
 //     elsewhere at once and its late answers are ignored;
+//   - when a View shows a node suspect, its chunks in flight are re-issued
+//     to other nodes at once, as hedges: the node may yet answer, and the
+//     first answer wins;
+//   - a call unanswered for ten times its items' measured cost (at least
+//     MinCallTimeout, 5s, and with ItemTimeout at least what the node may
+//     spend on them; doubled on each retry) is given up as lost, since a
+//     frozen node may never be declared dead in the job's view: its items
+//     are retried as after a Timeout and its late answer is ignored;
 //   - with Hedge, the slowest chunks at the tail are re-issued to idle
 //     nodes and the first answer wins;
 //   - every item is delivered exactly once.

@@ -817,8 +817,9 @@ func TestFakeRetryAvoidsFailedNode(t *testing.T) {
 
 // TestFakeRerouteOnNodeLoss pins down what happens to a node's chunks in
 // flight when a newer view shows it gone, whether dead, left, no longer
-// listed, or dead after being suspect: they go to another node at once,
-// the gone node's calls are canceled, and its late answers are ignored.
+// listed, or dead after being suspect: they go to another node at once
+// (already when it turns suspect), the gone node's calls are canceled, and
+// its late answers are ignored.
 func TestFakeRerouteOnNodeLoss(t *testing.T) {
 	a, b := member("a", 1), member("b", 1)
 	cases := []struct {
@@ -848,9 +849,8 @@ func TestFakeRerouteOnNodeLoss(t *testing.T) {
 			held := itemsOf(g.callsTo("a"))
 			g.set("b", when(releaseB, times10)) // b keeps what it gets until a has answered
 
-			var gone time.Time
+			gone := time.Now() // the first view showing a not alive
 			for _, v := range tc.views {
-				gone = time.Now()
 				g.install(t, v)
 			}
 			testutil.WaitFor(t, awaitTimeout, "a's items to be sent to b", func() bool {
@@ -859,7 +859,7 @@ func TestFakeRerouteOnNodeLoss(t *testing.T) {
 			var rerouted time.Time
 			for _, c := range running(g.callsTo("b")) {
 				if c.start.Before(gone) {
-					t.Errorf("b got items %v %v before the view showing a gone", c.items, gone.Sub(c.start))
+					t.Errorf("b got items %v %v before the view showing a not alive", c.items, gone.Sub(c.start))
 				}
 				if c.start.After(rerouted) {
 					rerouted = c.start

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"math"
 	"math/rand/v2"
 	"sort"
 	"time"
@@ -41,7 +42,9 @@ type Options struct {
 	// overloaded nodes are retried.
 	RetryFunctionErrors bool
 	// ItemTimeout bounds each item on the node; the function's context
-	// ends there. Zero means none.
+	// ends there. Zero means none. It also lengthens how long a call may
+	// go unanswered (see MinCallTimeout): never less than the node may
+	// spend on the call's items.
 	ItemTimeout time.Duration
 	// Hedge re-issues the slowest chunks at the tail of the job to idle
 	// nodes; the first answer wins.
@@ -59,6 +62,17 @@ type Options struct {
 	// BreakerCooldown is how long a node that failed three chunks in a row
 	// gets no work before one chunk probes it. Default: 2s.
 	BreakerCooldown time.Duration
+	// MinCallTimeout is the least time a shoal.map call gets before it is
+	// given up as lost and its items are retried as after a Timeout: a
+	// node that is frozen or cut off answers nothing, and the grid may
+	// never declare it dead in the job's view. A call's time is ten times
+	// what its items are expected to take, measured from the calls
+	// answered so far, doubled on each retry, and, with ItemTimeout, at
+	// least MinCallTimeout plus ChunksPerSlot times ItemTimeout per item.
+	// Until a call has been answered and without ItemTimeout, nothing
+	// tells a slow item from a lost call, and calls get no time limit.
+	// Default: 5s.
+	MinCallTimeout time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -70,6 +84,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BreakerCooldown <= 0 {
 		o.BreakerCooldown = 2 * time.Second
+	}
+	if o.MinCallTimeout <= 0 {
+		o.MinCallTimeout = 5 * time.Second
 	}
 	return o
 }
@@ -91,7 +108,7 @@ type Stats struct {
 	Failed   int
 	Cached   int
 	Retries  int            // attempts beyond each item's first
-	Reissued int            // chunks re-issued at the tail (hedges)
+	Reissued int            // chunks re-issued as hedges: at the tail, or off a suspect node
 	PerNode  map[string]int // items completed by each node
 	Wall     time.Duration
 }
@@ -105,6 +122,11 @@ const (
 	targetChunkTime  = 20 * time.Millisecond
 	maxChunk         = 4096
 	backoffBase      = 20 * time.Millisecond
+	// callSlack is how many times its expected time a call may take
+	// before it is given up as lost.
+	callSlack = 10
+	// maxCallDoublings bounds how often retries double a call's time.
+	maxCallDoublings = 4
 )
 
 // Run applies fn to every item (each the msgpack encoding of an argument
@@ -147,6 +169,7 @@ type job struct {
 	view      *grid.View      // the membership the job last saw
 	changed   <-chan struct{} // closed when view is replaced
 	workers   []grid.Member   // the live members offering fn
+	suspects  map[string]bool // the members view shows suspect
 	pending   []int           // items ready to send
 	delayed   []retry         // items waiting for their backoff
 	remaining int             // items without a result
@@ -179,9 +202,10 @@ type chunk struct {
 	cancel    context.CancelFunc
 	started   time.Time
 	probe     bool // it probes a half-open breaker
-	abandoned bool // its node is gone; its items were sent elsewhere
+	abandoned bool // its node is gone or it ran out of time: its answer is ignored, its items went elsewhere
 	hedge     bool // a re-issue of another chunk
 	hedged    bool // has been re-issued
+	tries     int  // the most tries any of its items has had, this one included
 }
 
 type chunkDone struct {
@@ -192,8 +216,7 @@ type chunkDone struct {
 
 func (j *job) run(ctx context.Context) (Stats, error) {
 	j.remaining = len(j.items)
-	j.view, j.changed = j.grid.Members.View()
-	j.workers = j.view.Offering(j.fn)
+	j.see(j.grid.Members.View())
 	if len(j.workers) == 0 {
 		return j.finish(), j.noWorkers()
 	}
@@ -210,7 +233,10 @@ func (j *job) run(ctx context.Context) (Stats, error) {
 		if err := ctx.Err(); err != nil {
 			return j.abort(err)
 		}
-		j.promoteRetries(time.Now())
+		now := time.Now()
+		j.promoteRetries(now)
+		j.expireOverdue(now)
+		j.hedgeSuspects(ctx)
 		j.dispatch(ctx)
 		if j.remaining == 0 {
 			break // the cache answered the rest
@@ -254,13 +280,28 @@ func (j *job) membershipChanged() {
 	for _, name := range view.GoneSince(j.view) {
 		j.nodeGone(name)
 	}
+	j.see(view, changed)
+}
+
+// see makes view the job's membership: who works, and who is suspect.
+func (j *job) see(view *grid.View, changed <-chan struct{}) {
 	j.view, j.changed = view, changed
 	j.workers = view.Offering(j.fn)
+	j.suspects = nil
+	for _, m := range view.Members() {
+		if m.State == grid.StateSuspect {
+			if j.suspects == nil {
+				j.suspects = make(map[string]bool)
+			}
+			j.suspects[m.Name] = true
+		}
+	}
 }
 
 // nextWake is when the loop must look again without news: a backoff
-// ending, a breaker letting a probe through while items wait, or, at the
-// tail of a hedged job, a chunk becoming slow enough to re-issue.
+// ending, a call running out of time, a breaker letting a probe through
+// while items wait, or, at the tail of a hedged job, a chunk becoming slow
+// enough to re-issue.
 func (j *job) nextWake() (time.Time, bool) {
 	var next time.Time
 	earlier := func(t time.Time) {
@@ -270,6 +311,11 @@ func (j *job) nextWake() (time.Time, bool) {
 	}
 	for _, r := range j.delayed {
 		earlier(r.at)
+	}
+	for _, c := range j.inflight {
+		if limit, ok := j.callTimeout(c); ok && !c.abandoned {
+			earlier(c.started.Add(limit))
+		}
 	}
 	if j.opts.Hedge && len(j.pending) == 0 && len(j.delayed) == 0 {
 		// Only ahead: a chunk already overdue waits for a node to fall
@@ -312,7 +358,7 @@ func (j *job) promoteRetries(now time.Time) {
 // dispatch sends chunks while there are items and credit.
 func (j *job) dispatch(ctx context.Context) {
 	for len(j.pending) > 0 {
-		w, ok := j.pickWorker(j.state[j.pending[0]].lastNode)
+		w, ok := j.pickWorker(j.state[j.pending[0]].lastNode, false)
 		if !ok {
 			return
 		}
@@ -366,15 +412,17 @@ func (j *job) lookupAhead(ctx context.Context) {
 }
 
 // pickWorker returns the worker with the most free credit for its slots
-// whose breaker lets work through, avoiding avoid when another has credit.
-func (j *job) pickWorker(avoid string) (grid.Member, bool) {
+// whose breaker lets work through (is closed, when closedOnly), avoiding
+// avoid when another has credit.
+func (j *job) pickWorker(avoid string, closedOnly bool) (grid.Member, bool) {
 	now := time.Now()
 	var best grid.Member
 	found, bestFree := false, 0.0
 	for _, w := range j.workers {
 		slots := max(w.Slots, 1)
 		credit := slots*j.opts.ChunksPerSlot - j.busy[w.Name]
-		if credit <= 0 || !j.breaker(w.Name).Ready(now) {
+		b := j.breaker(w.Name)
+		if credit <= 0 || !b.Ready(now) || (closedOnly && b.State(now) != breaker.Closed) {
 			continue
 		}
 		free := float64(credit) / float64(slots)
@@ -484,13 +532,14 @@ func (j *job) send(ctx context.Context, w grid.Member, items []int, hedge bool) 
 	j.nextChunk++
 	j.inflight[c.id] = c
 	j.busy[w.Name]++
-	if !hedge {
-		for _, i := range items {
+	for _, i := range items {
+		if !hedge {
 			j.state[i].attempts++
 			if j.state[i].attempts > 1 {
 				j.stats.Retries++
 			}
 		}
+		c.tries = max(c.tries, j.state[i].attempts)
 	}
 	req := grid.MapRequest{Function: j.fn, Items: make([]msgpack.RawMessage, len(items)), TimeoutMs: j.opts.ItemTimeout.Milliseconds()}
 	for k, i := range items {
@@ -626,6 +675,110 @@ func (j *job) nodeGone(name string) {
 	}
 }
 
+// expireOverdue gives up the calls that have run past their callTimeout:
+// their node may be frozen or cut off while the view still shows it alive.
+// Each such call is canceled and its late answer ignored, its node's
+// breaker counts a failure, and its items are retried (elsewhere, when
+// another node has room) as after a Timeout, unless another copy of them
+// runs.
+func (j *job) expireOverdue(now time.Time) {
+	for _, c := range j.inflight {
+		if c.abandoned {
+			continue
+		}
+		limit, ok := j.callTimeout(c)
+		if !ok || now.Sub(c.started) < limit {
+			continue
+		}
+		c.abandoned = true
+		c.cancel()
+		j.breaker(c.worker.Name).Failure(now)
+		c.probe = false // its verdict is in: completed must not abandon a later probe
+		err := rpc.Errorf(rpc.KindTimeout, "%s on %s gave no answer within %v", grid.MethodMap, c.worker.Name, limit.Round(time.Millisecond))
+		for _, i := range c.items {
+			if !j.state[i].delivered && !j.anotherCopyRunning(c, i) {
+				j.failed(i, c.worker.Name, err, true)
+			}
+		}
+	}
+}
+
+// callTimeout is how long c may go unanswered before it is given up as
+// lost (see Options.MinCallTimeout), and false when nothing bounds it
+// yet.
+func (j *job) callTimeout(c *chunk) (time.Duration, bool) {
+	var limit time.Duration
+	if j.itemCost > 0 {
+		limit = max(j.opts.MinCallTimeout, mulDuration(j.expectedChunkTime(len(c.items)), callSlack))
+	}
+	if j.opts.ItemTimeout > 0 {
+		// The node may spend ItemTimeout on each item of c and of the
+		// chunks ahead of it in the slot.
+		onNode := mulDuration(j.opts.ItemTimeout, j.opts.ChunksPerSlot*len(c.items))
+		limit = max(limit, min(onNode, math.MaxInt64-j.opts.MinCallTimeout)+j.opts.MinCallTimeout)
+	}
+	if limit <= 0 {
+		return 0, false
+	}
+	return mulDuration(limit, 1<<min(c.tries-1, maxCallDoublings)), true
+}
+
+// mulDuration is d*n, saturating instead of overflowing.
+func mulDuration(d time.Duration, n int) time.Duration {
+	if n > 0 && d > math.MaxInt64/time.Duration(n) {
+		return math.MaxInt64
+	}
+	return d * time.Duration(n)
+}
+
+// hedgeSuspects re-issues, each to another node with room, the chunks in
+// flight on nodes the view shows suspect: such a node may be frozen or cut
+// off, and the grid takes seconds to declare it dead. The original call
+// keeps running, since the node may yet refute the suspicion; the first
+// answer wins. Chunks wait for room here before new items go out.
+func (j *job) hedgeSuspects(ctx context.Context) {
+	if len(j.suspects) == 0 {
+		return
+	}
+	for _, c := range j.inflightByID() {
+		if c.hedge || c.hedged || c.abandoned || !j.suspects[c.worker.Name] {
+			continue
+		}
+		items := j.undelivered(c)
+		if len(items) == 0 {
+			continue
+		}
+		w, ok := j.pickWorker(c.worker.Name, true)
+		if !ok {
+			return // a completion will make room
+		}
+		c.hedged = true
+		j.stats.Reissued++
+		j.send(ctx, w, items, true)
+	}
+}
+
+// inflightByID returns the chunks in flight in the order they were sent.
+func (j *job) inflightByID() []*chunk {
+	out := make([]*chunk, 0, len(j.inflight))
+	for _, c := range j.inflight {
+		out = append(out, c)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].id < out[b].id })
+	return out
+}
+
+// undelivered returns c's items that have no result yet.
+func (j *job) undelivered(c *chunk) []int {
+	var items []int
+	for _, i := range c.items {
+		if !j.state[i].delivered {
+			items = append(items, i)
+		}
+	}
+	return items
+}
+
 // hedge re-issues the slowest chunk still running to an idle node when
 // nothing else is left to send.
 func (j *job) hedge(ctx context.Context) {
@@ -652,12 +805,7 @@ func (j *job) hedge(ctx context.Context) {
 		return
 	}
 	sort.Slice(idle, func(a, b int) bool { return idle[a].Slots > idle[b].Slots })
-	var items []int
-	for _, i := range slowest.items {
-		if !j.state[i].delivered {
-			items = append(items, i)
-		}
-	}
+	items := j.undelivered(slowest)
 	if len(items) == 0 {
 		return
 	}
