@@ -151,12 +151,15 @@ func LANTiming() Timing {
 
 // FastTiming suits tests and a grid on one machine: probes every 100ms, a
 // killed member is marked dead within about a second, at the cost of ten
-// times the gossip traffic.
+// times the gossip traffic. A member must stay silent for at least 300ms
+// before it is declared dead: with less, a process starved of CPU for a
+// moment on a busy machine (a test run under the race detector, say) was
+// declared dead while it lived.
 func FastTiming() Timing {
 	return Timing{
 		ProbeInterval:       100 * time.Millisecond,
-		ProbeTimeout:        50 * time.Millisecond,
-		SuspicionMult:       2,
+		ProbeTimeout:        100 * time.Millisecond,
+		SuspicionMult:       3,
 		GossipInterval:      20 * time.Millisecond,
 		PushPullInterval:    2 * time.Second,
 		DeadNodeReclaimTime: time.Second,
