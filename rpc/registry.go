@@ -213,6 +213,12 @@ func (f *function) decodeArgs(d *msgpack.Decoder, n int) ([]reflect.Value, *Erro
 		c, _ := d.PeekCode()
 		v := reflect.New(t).Elem()
 		if err := decodeValue(d, v); err != nil {
+			// A type's own decoder may refuse a value for a reason of its
+			// own (too many items, say) that the caller should read.
+			if e := (*Error)(nil); errors.As(err, &e) && e.Kind == KindBadArguments {
+				return nil, &Error{Kind: KindBadArguments, Message: fmt.Sprintf(
+					"%s: argument %d: %s", f.info.Signature, i+1, e.Message)}
+			}
 			return nil, &Error{Kind: KindBadArguments, Message: fmt.Sprintf(
 				"%s: argument %d: want %s, got %s", f.info.Signature, i+1, typeName(t), wireType(c))}
 		}
