@@ -70,8 +70,10 @@ type Config struct {
 	CacheQueue int
 	// Timing sets how fast failures are detected. Default: LANTiming().
 	Timing Timing
-	// RPC configures the RPC server: token, TLS, limits. Its Admit is set
-	// by the node. Default: rpc's defaults.
+	// RPC configures the RPC server: token, TLS, limits (MaxInFlightBytes
+	// bounds the bytes the node's calls hold). Its Admit is set by the
+	// node, and its MaxCompletedSize, unless given, to the largest value
+	// the node's cache stores. Default: rpc's defaults.
 	RPC rpc.ServerConfig
 	// PeerTLS, when set, is used to call other members over TLS (to fetch
 	// their function lists). Default: plain TCP.
