@@ -1,14 +1,111 @@
 package grid
 
-import "github.com/vmihailenco/msgpack/v5"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
+
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+// MaxChunkItems bounds the items of one shoal.map chunk. A node refuses a
+// larger chunk with BadArguments before it decodes a single item, so a
+// request of millions of tiny items costs the node about its size on the
+// wire rather than an allocation per item; the scheduler never sends more.
+const MaxChunkItems = 1 << 16
 
 // MapRequest asks a node to apply one function to a chunk of items
 // (shoal.map). The node runs them one after another in one executor slot,
 // so a chunk of fast items costs one RPC and one slot.
 type MapRequest struct {
 	Function  string               `msgpack:"f"`
-	Items     []msgpack.RawMessage `msgpack:"i"` // each item's argument array, msgpack-encoded
+	Items     []msgpack.RawMessage `msgpack:"i"` // each item's argument array, msgpack-encoded; at most MaxChunkItems
 	TimeoutMs int64                `msgpack:"t"` // per item; 0 for none
+}
+
+// DecodeMsgpack reads a MapRequest as msgpack's struct decoder would (a
+// map of the field tags, unknown keys skipped, or an array of exactly the
+// three fields in order) but reads the number of items first and refuses
+// more than MaxChunkItems before allocating anything for them.
+func (r *MapRequest) DecodeMsgpack(dec *msgpack.Decoder) error {
+	c, err := dec.PeekCode()
+	if err != nil {
+		return err
+	}
+	if isArrayCode(c) {
+		n, err := dec.DecodeArrayLen()
+		switch {
+		case err != nil:
+			return err
+		case n == 0:
+			*r = MapRequest{}
+			return nil
+		case n != 3:
+			return errArrayFields
+		}
+		for _, field := range []string{"f", "i", "t"} {
+			if err := r.decodeField(dec, field); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return err
+	}
+	for i := 0; i < n; i++ {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return err
+		}
+		if err := r.decodeField(dec, key); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (r *MapRequest) decodeField(dec *msgpack.Decoder, key string) error {
+	var err error
+	switch key {
+	case "f":
+		r.Function, err = dec.DecodeString()
+	case "i":
+		r.Items, err = decodeItems(dec)
+	case "t":
+		r.TimeoutMs, err = dec.DecodeInt64()
+	default:
+		err = dec.Skip()
+	}
+	return err
+}
+
+func decodeItems(dec *msgpack.Decoder) ([]msgpack.RawMessage, error) {
+	n, err := dec.DecodeArrayLen()
+	if err != nil || n < 0 {
+		return nil, err // nil decodes as no items
+	}
+	if n > MaxChunkItems {
+		return nil, rpc.Errorf(rpc.KindBadArguments,
+			"a shoal.map chunk holds at most %d items (grid.MaxChunkItems), this one %d", MaxChunkItems, n)
+	}
+	items := make([]msgpack.RawMessage, n)
+	for i := range items {
+		if items[i], err = dec.DecodeRaw(); err != nil {
+			return nil, fmt.Errorf("item %d: %w", i+1, err)
+		}
+	}
+	return items, nil
+}
+
+// errArrayFields is msgpack's own complaint about an array-encoded struct.
+var errArrayFields = errors.New("msgpack: number of fields in array-encoded struct has changed")
+
+func isArrayCode(c byte) bool {
+	return msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32
 }
 
 // MapResult is one item's outcome: Value on success, otherwise Error in

@@ -47,6 +47,21 @@ func (n *Node) newCache() error {
 	return nil
 }
 
+// maxCachedSize is the largest value the node's own cache stores (a
+// quarter of an in-memory cache, memcached's item limit), or 0 when it
+// does not know (a cache given in Config.Cache). A larger result is not
+// queued for the cache at all: it would be refused there, after holding
+// its memory, uncounted, in the queue.
+func (n *Node) maxCachedSize() int {
+	switch {
+	case n.cfg.Cache != nil:
+		return 0
+	case n.memcached != nil:
+		return cache.DefaultMaxItemSize
+	}
+	return n.cfg.CacheSize / 4
+}
+
 // cacheServers serves shoal.cache: clients look results up where this node
 // writes them.
 func (n *Node) cacheServers() []string {

@@ -95,9 +95,11 @@ type Config struct {
 	// ready while the node is at it. Negative means no bound. Default:
 	// DefaultMaxConns(), derived from the process's limit on open files.
 	MaxConns int
-	// RPC configures the RPC server: token, TLS, limits. Its Admit,
-	// Observe, Completed and MaxConns are set by the node. Default: rpc's
-	// defaults.
+	// RPC configures the RPC server: token, TLS, limits (MaxInFlightBytes
+	// bounds the bytes the node's calls hold). Its Admit, Observe,
+	// Completed and MaxConns are set by the node, and its
+	// MaxCompletedSize, unless given, to the largest value the node's
+	// cache stores. Default: rpc's defaults.
 	RPC rpc.ServerConfig
 	// PeerTLS, when set, is used to call other members over TLS (to fetch
 	// their function lists). Default: plain TCP.

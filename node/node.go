@@ -123,6 +123,9 @@ func New(cfg Config, version string) (*Node, error) {
 	}
 	rpcCfg.Observe = n.metrics.observeCall
 	rpcCfg.Completed = n.resultComputed
+	if rpcCfg.MaxCompletedSize <= 0 {
+		rpcCfg.MaxCompletedSize = n.maxCachedSize()
+	}
 	n.srv = rpc.NewServer(rpcCfg)
 	for _, m := range []struct {
 		name string

@@ -369,7 +369,7 @@ func (c *Client) Close() error {
 func (c *Client) readLoop() {
 	defer c.reader.Done()
 	mr := newMessageReader(bufio.NewReaderSize(c.conn, readChunk), c.cfg.MaxMessageSize, c.cfg.MaxDepth)
-	dec := newDecoder()
+	dec := newMessageDecoder()
 	for {
 		msg, err := mr.next()
 		if err != nil {

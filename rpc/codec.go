@@ -110,6 +110,18 @@ func newDecoder() *decoder {
 	return d
 }
 
+// newMessageDecoder returns a decoder for the messages a messageReader
+// returns. msgpack grows a string or a slice a megabyte at a time in case
+// its length lies; the reader has already checked every length against
+// bytes received, so this decoder allocates each at once, leaving no
+// garbage of the growing behind. Bytes from elsewhere (Invoke's params)
+// keep the limit.
+func newMessageDecoder() *decoder {
+	d := newDecoder()
+	d.dec.DisableAllocLimit(true)
+	return d
+}
+
 // decodeMap decodes a map into map[string]any when every key is a string,
 // which is what Go and JSON users expect, and into map[any]any otherwise,
 // rather than failing on the first non-string key. A key that Go cannot

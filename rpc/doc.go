@@ -44,5 +44,8 @@
 // Every server reader is bounded: a message larger than MaxMessageSize or
 // nested deeper than MaxDepth, or bytes that are not msgpack-rpc, close that
 // connection with a logged reason, and no buffer is grown ahead of the bytes
-// that actually arrive.
+// that actually arrive. Across connections, MaxInFlightBytes bounds what
+// calls hold, from the first bytes of their messages to their replies: a
+// message that would pass it is discarded as it arrives and answered
+// Overloaded, and the connection serves on.
 package rpc

@@ -61,7 +61,14 @@ func (s *Server) decodeParams(f *function, params []byte) (args []reflect.Value,
 		}
 	}()
 	d := decoderPool.Get().(*decoder)
-	defer decoderPool.Put(d)
+	defer func() {
+		// A large item may have left a large scratch buffer in the
+		// decoder; such a decoder is not kept.
+		if len(params) <= uncountedBytes {
+			d.reset(nil)
+			decoderPool.Put(d)
+		}
+	}()
 	d.reset(params)
 	n, ok := d.paramsLen()
 	if !ok {

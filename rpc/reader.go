@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 )
 
 // Default bounds of a message reader.
@@ -30,12 +29,27 @@ const keepBuffer = 1 << 20
 // buffers grow only as bytes arrive. What it returns is one complete,
 // well-formed msgpack value that a decoder can read without running past its
 // end.
+//
+// A server's reader also admits each message by bytes: as headers announce
+// payloads and items, it takes what the message will hold in memory from
+// the server's budget, before reading them. When the budget has no room the
+// message is refused: the reader gives its share back, keeps only the head
+// of the message (the envelope, to answer it by), discards the rest as it
+// streams in and returns an *overBudget.
 type messageReader struct {
 	r        *bufio.Reader
 	maxSize  int
 	maxDepth int
 	buf      []byte
 	pending  []uint64 // items still to read, one entry per open container
+
+	budget   *byteBudget // nil on a client's reader: nothing is counted
+	size     uint64      // bytes of the current message read so far
+	items    uint64      // values of the current message read so far
+	promised uint64      // values announced by container headers, not yet read
+	charged  int64       // taken from budget for the current message
+	refused  *overBudget // set once the current message is being discarded
+	head     int         // the bytes of a refused message kept
 }
 
 func newMessageReader(r *bufio.Reader, maxSize, maxDepth int) *messageReader {
@@ -48,23 +62,46 @@ func newMessageReader(r *bufio.Reader, maxSize, maxDepth int) *messageReader {
 	return &messageReader{r: r, maxSize: maxSize, maxDepth: maxDepth}
 }
 
-// release drops an oversized buffer after its message has been used.
+// release drops an oversized buffer after its message has been used. A
+// server's reader keeps no more than a message too small to be counted
+// needs, so an idle connection holds nothing the budget does not see.
 func (m *messageReader) release() {
-	if cap(m.buf) > keepBuffer {
+	keep := keepBuffer
+	if m.budget != nil {
+		keep = readChunk
+	}
+	if cap(m.buf) > keep {
 		m.buf = nil
+	}
+}
+
+// takeCharge hands what the last message took from the budget to its
+// call, which gives it back when done.
+func (m *messageReader) takeCharge() int64 {
+	n := m.charged
+	m.charged = 0
+	return n
+}
+
+// abandon gives back the share of a message the stream broke off in.
+func (m *messageReader) abandon() {
+	if m.budget != nil {
+		m.budget.give(m.takeCharge())
 	}
 }
 
 // next returns the raw bytes of the next message. The slice is valid until
 // the following call. io.EOF means the stream ended cleanly between
-// messages; a *ProtocolError means the bytes broke a rule or a bound.
+// messages; a *ProtocolError means the bytes broke a rule or a bound; an
+// *overBudget comes with the head of a message refused for lack of room.
 func (m *messageReader) next() ([]byte, error) {
 	m.buf = m.buf[:0]
 	m.pending = append(m.pending[:0], 1)
+	m.size, m.items, m.promised, m.refused = 0, 0, 1, nil
 	for len(m.pending) > 0 {
 		c, err := m.r.ReadByte()
 		if err != nil {
-			if err == io.EOF && len(m.buf) > 0 {
+			if err == io.EOF && m.size > 0 {
 				err = io.ErrUnexpectedEOF
 			}
 			return nil, err
@@ -73,11 +110,18 @@ func (m *messageReader) next() ([]byte, error) {
 			return nil, err
 		}
 		m.buf = append(m.buf, c)
+		m.size++
+		m.items++
+		m.promised--
 
 		payload, children, err := m.item(c)
 		if err != nil {
 			return nil, err
 		}
+		if err := m.grow(payload); err != nil {
+			return nil, err
+		}
+		m.admit(payload)
 		if err := m.copyN(payload); err != nil {
 			return nil, err
 		}
@@ -92,12 +136,59 @@ func (m *messageReader) next() ([]byte, error) {
 				return nil, err
 			}
 			m.pending = append(m.pending, children)
+			m.promised += children
+			m.admit(0)
+		}
+		if m.refused != nil {
+			m.buf = m.buf[:m.head]
 		}
 		for len(m.pending) > 0 && m.pending[len(m.pending)-1] == 0 {
 			m.pending = m.pending[:len(m.pending)-1]
 		}
 	}
+	if m.refused != nil {
+		m.refused.need = m.estimate(0)
+		return m.buf, m.refused
+	}
 	return m.buf, nil
+}
+
+// estimate is what the current message will hold in memory once read and
+// decoded, as far as its headers tell, with payload more bytes announced:
+// each byte received and copied out by decoding, each value decoded, and at
+// least that for every value announced and still to come.
+func (m *messageReader) estimate(payload uint64) int64 {
+	return int64(2*(m.size+payload) + decodedItemBytes*m.items + (2+decodedItemBytes)*m.promised)
+}
+
+// admit takes from the budget what the current message needs, with
+// payload more bytes announced, beyond what it holds already; without room
+// it refuses the message.
+func (m *messageReader) admit(payload uint64) {
+	if m.budget == nil || m.refused != nil {
+		return
+	}
+	need := m.estimate(payload)
+	if need <= uncountedBytes || need <= m.charged {
+		return
+	}
+	more := need - m.charged
+	if m.budget.take(more + budgetStep) {
+		m.charged += more + budgetStep
+		return
+	}
+	if m.budget.take(more) {
+		m.charged += more
+		return
+	}
+	m.refused = &overBudget{used: m.budget.used.Load() - m.charged, limit: m.budget.limit}
+	m.budget.give(m.takeCharge())
+	// Keep the head, where the envelope is, in a buffer of its own so a
+	// large one can go.
+	m.head = min(len(m.buf), readChunk)
+	if cap(m.buf) > readChunk {
+		m.buf = append(make([]byte, 0, readChunk), m.buf[:m.head]...)
+	}
 }
 
 // item reads the rest of the header of the item that starts with code c and
@@ -166,10 +257,19 @@ func (m *messageReader) item(c byte) (payload uint64, children uint64, err error
 
 // length reads a big-endian length field of size bytes into the buffer.
 func (m *messageReader) length(size int) (uint64, error) {
-	if err := m.copyN(uint64(size)); err != nil {
+	if err := m.grow(uint64(size)); err != nil {
 		return 0, err
 	}
-	b := m.buf[len(m.buf)-size:]
+	start := len(m.buf)
+	m.buf = append(m.buf, make([]byte, size)...)
+	if _, err := io.ReadFull(m.r, m.buf[start:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, err
+	}
+	m.size += uint64(size)
+	b := m.buf[start:]
 	switch size {
 	case 1:
 		return uint64(b[0]), nil
@@ -182,24 +282,47 @@ func (m *messageReader) length(size int) (uint64, error) {
 
 // grow checks that n more bytes fit within the size limit.
 func (m *messageReader) grow(n uint64) error {
-	if n > uint64(m.maxSize) || uint64(len(m.buf))+n > uint64(m.maxSize) {
+	if n > uint64(m.maxSize) || m.size+n > uint64(m.maxSize) {
 		return &ProtocolError{Reason: fmt.Sprintf("message larger than the %d-byte limit", m.maxSize)}
 	}
 	return nil
 }
 
-// copyN appends n bytes from the stream, growing the buffer a chunk at a
-// time so memory follows the bytes received, not the length claimed.
+// copyN appends n payload bytes from the stream, growing the buffer a
+// chunk at a time so memory follows the bytes received, not the length
+// claimed; the payload of a refused message is discarded instead. The
+// caller has checked n against the size limit.
 func (m *messageReader) copyN(n uint64) error {
 	if n == 0 {
 		return nil
 	}
-	if err := m.grow(n); err != nil {
-		return err
+	m.size += n
+	if m.refused != nil {
+		if _, err := m.r.Discard(int(n)); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		return nil
 	}
 	for n > 0 {
 		chunk := int(min(n, readChunk))
-		m.buf = slices.Grow(m.buf, chunk)
+		if cap(m.buf)-len(m.buf) < chunk {
+			// Grow geometrically, but never past what the payload
+			// still needs, so a large payload ends in a buffer of its
+			// size. Doubling leaves that much garbage behind (append's
+			// growth by a quarter left four times as much); a message
+			// the budget counts already grows fourfold, leaving a
+			// third of it.
+			grow := max(cap(m.buf), readChunk)
+			if m.charged > 0 {
+				grow = max(3*cap(m.buf), readChunk)
+			}
+			grown := make([]byte, len(m.buf), len(m.buf)+int(min(n, uint64(grow))))
+			copy(grown, m.buf)
+			m.buf = grown
+		}
 		start := len(m.buf)
 		m.buf = m.buf[:start+chunk]
 		if _, err := io.ReadFull(m.r, m.buf[start:]); err != nil {

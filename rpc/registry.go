@@ -217,6 +217,12 @@ func (f *function) decodeArgs(d *msgpack.Decoder, n int) ([]reflect.Value, *Erro
 		c, _ := d.PeekCode()
 		v := reflect.New(t).Elem()
 		if err := decodeValue(d, v, f.checked[min(i, len(f.args)-1)]); err != nil {
+			// A type's own decoder may refuse a value for a reason of its
+			// own (too many items, say) that the caller should read.
+			if e := (*Error)(nil); errors.As(err, &e) && e.Kind == KindBadArguments {
+				return nil, &Error{Kind: KindBadArguments, Message: fmt.Sprintf(
+					"%s: argument %d: %s", f.info.Signature, i+1, e.Message)}
+			}
 			got := wireType(c)
 			var re *rangeError
 			if errors.As(err, &re) {

@@ -26,6 +26,17 @@ type ServerConfig struct {
 	// MaxInFlight bounds the calls running at once for one connection;
 	// calls beyond it get an Overloaded error. Default: 1024.
 	MaxInFlight int
+	// MaxInFlightBytes bounds, across all connections, the bytes held by
+	// calls: messages as they are read, calls queued and running with
+	// their decoded arguments (estimated as the message twice over plus 40
+	// bytes per msgpack value), and replies until written. A message that
+	// would take more is refused as soon as its headers show it: the rest
+	// of it is discarded as it arrives, never kept, and the call is
+	// answered Overloaded; the connection serves on. Replies are counted
+	// but never refused, their work being done. Calls needing under 64 KiB
+	// are not counted, so they are never refused for bytes.
+	// Default: DefaultMaxInFlightBytes (256 MiB).
+	MaxInFlightBytes int
 	// IdleTimeout closes a connection that has sent nothing and has no call
 	// running for this long. Default: 5 minutes.
 	IdleTimeout time.Duration
@@ -67,6 +78,11 @@ type ServerConfig struct {
 	// decoded arguments and its result, to cache. The values are the
 	// callee's to keep. It must not block. Default: none.
 	Completed func(fn FunctionInfo, args []any, result any)
+	// MaxCompletedSize, when positive, keeps from Completed the calls
+	// whose reply was larger than this many bytes: a cache that cannot
+	// store so large a value would only hold it, uncounted, on its way to
+	// refusing it. Default: no limit.
+	MaxCompletedSize int
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -78,6 +94,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.MaxInFlight <= 0 {
 		c.MaxInFlight = 1024
+	}
+	if c.MaxInFlightBytes <= 0 {
+		c.MaxInFlightBytes = DefaultMaxInFlightBytes
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 5 * time.Minute
@@ -106,6 +125,8 @@ type Server struct {
 	// work hands a call to an idle worker goroutine; see runCall.
 	work chan func()
 	auth *authLimiter // slows down guessing the token
+	// budget counts the bytes calls hold; see MaxInFlightBytes.
+	budget byteBudget
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -129,7 +150,7 @@ type Server struct {
 func NewServer(cfg ServerConfig) *Server {
 	cfg = cfg.withDefaults()
 	ctx, stop := context.WithCancel(context.Background())
-	return &Server{
+	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
 		ctx:       ctx,
@@ -139,7 +160,12 @@ func NewServer(cfg ServerConfig) *Server {
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*serverConn]struct{}),
 	}
+	s.budget.limit = int64(cfg.MaxInFlightBytes)
+	return s
 }
+
+// InFlightBytes returns the bytes counted against MaxInFlightBytes now.
+func (s *Server) InFlightBytes() int64 { return s.budget.used.Load() }
 
 // Register makes fn callable as name. fn is a function such as
 // func(ctx context.Context, a, b int) (int, error): the context is optional
@@ -449,15 +475,25 @@ func (c *serverConn) serve() {
 		c.s.mu.Unlock()
 	}()
 	mr := newMessageReader(bufio.NewReaderSize(c.conn, readChunk), c.s.cfg.MaxMessageSize, c.s.cfg.MaxDepth)
+	mr.budget = &c.s.budget
+	defer mr.abandon()
 	c.in = mr
-	dec := newDecoder()
+	dec := newMessageDecoder()
 	for {
 		msg, err := c.next(mr)
-		if err != nil {
-			c.logEnd(err)
-			return
+		var refused *overBudget
+		if errors.As(err, &refused) {
+			err = c.refuse(dec, msg, refused)
+		} else if err == nil {
+			charge := mr.takeCharge()
+			err = c.handle(dec, msg, charge)
+			if charge > 0 {
+				// msgpack keeps the scratch buffer it read a string
+				// into; after a large message, let it go.
+				dec = newMessageDecoder()
+			}
 		}
-		if err := c.handle(dec, msg); err != nil {
+		if err != nil {
 			c.logEnd(err)
 			return
 		}
@@ -515,10 +551,45 @@ func (c *serverConn) logEnd(err error) {
 	}
 }
 
+// refuse answers a message the reader refused for lack of room in the
+// budget, from its head: a request gets Overloaded, a notification is
+// dropped. The message's bytes are gone already, so this costs nothing.
+func (c *serverConn) refuse(dec *decoder, head []byte, why *overBudget) (err error) {
+	defer recoverDecodePanic(&err)
+	dec.reset(head)
+	n, err := dec.dec.DecodeArrayLen()
+	if err != nil || n < 3 {
+		return &ProtocolError{Reason: "message is not a msgpack-rpc array"}
+	}
+	typ, err := dec.dec.DecodeInt()
+	if err != nil || typ != typeRequest {
+		if err == nil && typ == typeNotification {
+			method, _ := dec.method()
+			c.s.log.Info("rpc: notification dropped", "remote", c.remote, "method", method, "err", why)
+			return nil
+		}
+		return &ProtocolError{Reason: "message over the in-flight budget is not a request or notification"}
+	}
+	id, err := dec.dec.DecodeUint32()
+	if err != nil {
+		return &ProtocolError{Reason: "msgid is not a 32-bit unsigned integer"}
+	}
+	callErr := &Error{Kind: KindOverloaded, Message: why.Error()}
+	if method, err := dec.method(); err == nil {
+		c.observe(method, callErr, time.Now())
+		callErr.Message = method + ": " + callErr.Message
+	}
+	c.reply(id, callErr, nil)
+	return nil
+}
+
 // handle acts on one message. An error means the bytes were not
 // msgpack-rpc and the connection must close. A panic while decoding is
-// such an error: it costs this connection, never the server.
-func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
+// such an error: it costs this connection, never the server. charge is
+// what the message took from the budget: the call it starts gives it back
+// when done, or else handle does.
+func (c *serverConn) handle(dec *decoder, msg []byte, charge int64) (err error) {
+	defer func() { c.s.budget.give(charge) }()
 	defer recoverDecodePanic(&err)
 	dec.reset(msg)
 	env, err := dec.envelope()
@@ -529,7 +600,9 @@ func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
 	case typeResponse:
 		return &ProtocolError{Reason: "unexpected response: the server sends no requests"}
 	case typeNotification:
-		c.notification(dec, env.method)
+		if c.notification(dec, env.method, charge) {
+			charge = 0
+		}
 		return nil
 	}
 
@@ -568,11 +641,22 @@ func (c *serverConn) handle(dec *decoder, msg []byte) (err error) {
 		c.reply(id, argErr, nil)
 		return nil
 	}
-	if callErr := c.start(f, id, true, args); callErr != nil {
+	c.dropMessage(dec)
+	if callErr := c.start(f, id, true, args, charge); callErr != nil {
 		c.observe(env.method, callErr, time.Now())
 		c.reply(id, callErr, nil)
+	} else {
+		charge = 0
 	}
 	return nil
+}
+
+// dropMessage lets a large message go once its arguments have been
+// decoded (copied out of it), so that a call does not hold both while it
+// waits and runs, on the reader (Inline) or not.
+func (c *serverConn) dropMessage(dec *decoder) {
+	dec.reset(nil)
+	c.in.release()
 }
 
 // isBuiltin reports whether method is answered by the reader itself.
@@ -597,34 +681,39 @@ func (c *serverConn) observe(method string, callErr *Error, start time.Time) {
 }
 
 // notification runs a one-way call; nothing is sent back, so failures are
-// only logged. Unknown notifications are ignored, as the spec asks.
-func (c *serverConn) notification(dec *decoder, method string) {
+// only logged. Unknown notifications are ignored, as the spec asks. It
+// reports whether a call was started, which then owns charge.
+func (c *serverConn) notification(dec *decoder, method string, charge int64) (started bool) {
 	n, ok := dec.paramsLen()
 	if !ok || !c.authed {
-		return
+		return false
 	}
 	if method == MethodCancel {
 		c.cancelCalls(dec, n)
-		return
+		return false
 	}
 	f := c.s.reg.lookup(method)
 	if f == nil {
 		c.s.log.Debug("rpc: ignoring unknown notification", "remote", c.remote, "method", method)
-		return
+		return false
 	}
 	args, argErr := f.decodeArgs(dec.dec, n)
 	if argErr == nil {
-		argErr = c.start(f, 0, false, args)
+		c.dropMessage(dec)
+		argErr = c.start(f, 0, false, args, charge)
 	}
 	if argErr != nil {
 		c.s.log.Info("rpc: notification dropped", "remote", c.remote, "method", method, "err", argErr)
+		return false
 	}
+	return true
 }
 
 // start runs f on a worker goroutine (or, when f is Inline and nothing else
 // waits, on the reader) unless the connection is at its in-flight limit or
-// the server is draining.
-func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflect.Value) *Error {
+// the server is draining. A call started owns charge, its share of the
+// budget, and gives it back once its reply is written.
+func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflect.Value, charge int64) *Error {
 	ctx, cancel := context.WithCancel(c.ctx)
 	rc := &runningCall{cancel: cancel}
 	c.mu.Lock()
@@ -650,12 +739,24 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 		result, callErr := c.run(ctx, f, args, rc.admitted)
 		cancel()
 		c.observe(f.info.Name, callErr, start)
+		complete := callErr == nil
 		if wantReply {
-			c.reply(id, callErr, result)
+			e := getEncoder()
+			e.response(id, callErr, result)
+			if limit := c.s.cfg.MaxCompletedSize; limit > 0 && e.buf.Len() > limit {
+				complete = false
+			}
+			if !complete {
+				// Only the encoded reply is needed now: let the
+				// arguments and the result go while it is written.
+				args, result = nil, nil
+			}
+			c.send(e)
 		} else if callErr != nil {
 			c.s.log.Info("rpc: notification failed", "remote", c.remote, "method", f.info.Name, "err", callErr)
 		}
-		if callErr == nil {
+		c.s.budget.give(charge)
+		if complete {
 			c.s.completed(f, args, result)
 		}
 		c.mu.Lock()
@@ -789,6 +890,17 @@ func (c *serverConn) cancelCalls(dec *decoder, n int) int {
 func (c *serverConn) reply(id uint32, callErr *Error, result any) {
 	e := getEncoder()
 	e.response(id, callErr, result)
+	c.send(e)
+}
+
+// send writes the response encoded in e and frees e. A large response is
+// counted against the budget until written, never refused: its work is
+// done.
+func (c *serverConn) send(e *encoder) {
+	if size := int64(e.buf.Len()); size > uncountedBytes {
+		c.s.budget.force(size)
+		defer c.s.budget.give(size)
+	}
 	if err := c.w.write(e.buf.Bytes()); err != nil {
 		// The reader sees the broken connection too and ends it.
 		c.conn.Close()

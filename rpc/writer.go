@@ -41,7 +41,10 @@ func newConnWriter(conn net.Conn, timeout time.Duration) *connWriter {
 // later caller; the owner should then close the connection.
 func (w *connWriter) write(msg []byte) error {
 	w.mu.Lock()
-	for w.err == nil && len(w.pending) > 0 && len(w.pending)+len(msg) > maxPendingWrite {
+	// A message larger than the pending bound is written from the
+	// caller's buffer, not copied: its writer waits to be the flusher.
+	own := len(msg) > maxPendingWrite
+	for w.err == nil && (own && w.flushing || len(w.pending) > 0 && len(w.pending)+len(msg) > maxPendingWrite) {
 		w.space.Wait()
 	}
 	if w.err != nil {
@@ -49,10 +52,12 @@ func (w *connWriter) write(msg []byte) error {
 		w.mu.Unlock()
 		return err
 	}
-	w.pending = append(w.pending, msg...)
-	if w.flushing {
-		w.mu.Unlock()
-		return nil
+	if !own {
+		w.pending = append(w.pending, msg...)
+		if w.flushing {
+			w.mu.Unlock()
+			return nil
+		}
 	}
 	w.flushing = true
 	// Let goroutines that are ready to write (callers woken by replies,
@@ -61,16 +66,23 @@ func (w *connWriter) write(msg []byte) error {
 	w.mu.Unlock()
 	runtime.Gosched()
 	w.mu.Lock()
-	for len(w.pending) > 0 && w.err == nil {
-		buf := w.pending
-		w.pending = w.spare[:0]
+	for (len(w.pending) > 0 || own) && w.err == nil {
+		// What others queued first, then the caller's own message.
+		buf, pending := w.pending, len(w.pending) > 0
+		if pending {
+			w.pending = w.spare[:0]
+		} else {
+			buf, own = msg, false
+		}
 		w.mu.Unlock()
 		err := w.writeOut(buf)
 		w.mu.Lock()
-		if cap(buf) <= keepBuffer {
-			w.spare = buf[:0]
-		} else {
-			w.spare = nil
+		if pending {
+			if cap(buf) <= keepBuffer {
+				w.spare = buf[:0]
+			} else {
+				w.spare = nil
+			}
 		}
 		if err != nil {
 			w.err = err

@@ -31,8 +31,9 @@ type Grid struct {
 
 // Options tune a job. The zero value is a sensible default.
 type Options struct {
-	// ChunkSize fixes how many items travel in one shoal.map call; zero
-	// sizes chunks from the measured cost of an item.
+	// ChunkSize fixes how many items travel in one shoal.map call, up to
+	// grid.MaxChunkItems (a node refuses more); zero sizes chunks from the
+	// measured cost of an item.
 	ChunkSize int
 	// Attempts bounds how often an item is tried, the first try included.
 	// Default: 3.
@@ -436,12 +437,14 @@ func (j *job) pickWorker(avoid string, closedOnly bool) (grid.Member, bool) {
 	return best, found
 }
 
-// chunkSize is ChunkSize, or else sized from the measured cost of an item.
+// chunkSize is ChunkSize, or else sized from the measured cost of an item;
+// never more than a node accepts.
 func (j *job) chunkSize() int {
-	if j.opts.ChunkSize > 0 {
-		return j.opts.ChunkSize
+	size := j.opts.ChunkSize
+	if size <= 0 {
+		size = j.adaptiveChunk()
 	}
-	return j.adaptiveChunk()
+	return min(size, grid.MaxChunkItems)
 }
 
 // takeChunk removes the next chunk of up to size items for node from the

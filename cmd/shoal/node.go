@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -46,6 +47,7 @@ type nodeOptions struct {
 	maxDepth       int
 	maxInFlight    int
 	maxConns       int
+	maxInFlightMem int
 	idleTimeout    time.Duration
 	drainTimeout   time.Duration
 }
@@ -128,6 +130,7 @@ Built-in functions:
 	f.IntVar(&o.maxInFlight, "max-inflight", 1024, "calls in flight per connection, queued ones included; more get Overloaded")
 	f.IntVar(&o.maxConns, "max-conns", 0, "RPC connections open at once; more are closed on arrival and /readyz says not ready meanwhile "+
 		fmt.Sprintf("(default: the open-file limit less 64 and an eighth of it, %s)", defaultMaxConnsHere()))
+	f.IntVar(&o.maxInFlightMem, "max-inflight-bytes", rpc.DefaultMaxInFlightBytes, "bytes all calls may hold: messages being read, arguments of queued and running calls, replies being written; a call beyond it gets Overloaded")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 5*time.Minute, "close a connection idle this long")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", def.DrainTimeout, "on SIGINT/SIGTERM, how long to wait for calls in flight")
 	return cmd
@@ -174,6 +177,8 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 		return cfg, fmt.Errorf("--cache-timeout %v: want a positive duration", o.cacheTimeout)
 	case o.maxConns < 0:
 		return cfg, fmt.Errorf("--max-conns %d: want a number of connections, or 0 to derive it from the open-file limit", o.maxConns)
+	case o.maxInFlightMem <= 0:
+		return cfg, fmt.Errorf("--max-inflight-bytes %d: want a positive number of bytes", o.maxInFlightMem)
 	}
 	log, err := g.logger()
 	if err != nil {
@@ -221,6 +226,7 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 		Token:          token,
 		Logger:         log,
 	}
+	cfg.RPC.MaxInFlightBytes = o.maxInFlightMem
 	if o.tlsCert != "" || o.tlsKey != "" {
 		if o.tlsCert == "" || o.tlsKey == "" {
 			return cfg, errors.New("--tls-cert and --tls-key go together")
@@ -239,6 +245,22 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 	return cfg, nil
 }
 
+// memoryLimit is the node's soft memory limit: what its calls may hold
+// (--max-inflight-bytes), its in-memory cache, and 32 MiB for the rest of
+// the process (an idle node's heap is about 4 MiB). Without it the
+// collector lets the heap grow to twice what is live before it runs, so
+// garbage of calls already answered (buffers outgrown, decoded arguments,
+// replies written) could double the node's size; near the limit it
+// collects sooner and returns memory to the system. It is soft: the node
+// runs on above it, collecting often.
+func memoryLimit(cfg node.Config) int64 {
+	limit := int64(cfg.RPC.MaxInFlightBytes) + 32<<20
+	if cfg.Cache == nil && len(cfg.Memcached) == 0 && cfg.CacheRing != "gossip" {
+		limit += int64(cfg.CacheSize)
+	}
+	return limit
+}
+
 func runNode(cmd *cobra.Command, g *globalOptions, o *nodeOptions) error {
 	ctx := cmd.Context()
 	cfg, err := o.config(cmd, g)
@@ -254,6 +276,9 @@ func runNode(cmd *cobra.Command, g *globalOptions, o *nodeOptions) error {
 		cfg.Logger.Info("raised the open-file limit", "soft", after, "hard", hard, "was", before)
 	default:
 		cfg.Logger.Info("open-file limit", "soft", after, "hard", hard)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(memoryLimit(cfg))
 	}
 	n, err := node.New(cfg, shoalVersion())
 	if err != nil {

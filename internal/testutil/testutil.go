@@ -166,6 +166,9 @@ func (p *Process) WaitForLine(pattern string, timeout time.Duration) []string {
 	}
 }
 
+// Pid returns the process id, to read the process's own figures in /proc.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
 // Signal sends sig to the process.
 func (p *Process) Signal(sig syscall.Signal) {
 	p.t.Helper()

@@ -1,0 +1,129 @@
+package grid_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+// TestMapRequestDecodesEveryForm checks the MapRequest decoder against
+// what msgpack's struct encoder writes (a map), the array form, unknown
+// keys, nil items and missing fields.
+func TestMapRequestDecodesEveryForm(t *testing.T) {
+	one, _ := msgpack.Marshal([]int{1})
+	two, _ := msgpack.Marshal([]any{"x", map[string]any{"k": []int{2}}})
+	want := grid.MapRequest{Function: "f", Items: []msgpack.RawMessage{one, two}, TimeoutMs: 250}
+	asMap, err := msgpack.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asArray, _ := msgpack.Marshal([]any{"f", []msgpack.RawMessage{one, two}, 250})
+	withExtra, _ := msgpack.Marshal(map[string]any{"x": []int{1, 2}, "f": "f", "t": 250, "i": []msgpack.RawMessage{one, two}, "z": nil})
+	for name, b := range map[string][]byte{"map": asMap, "array": asArray, "unknown keys": withExtra} {
+		var got grid.MapRequest
+		if err := msgpack.Unmarshal(b, &got); err != nil {
+			t.Errorf("%s: %v", name, err)
+		} else if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: decoded %+v, want %+v", name, got, want)
+		}
+	}
+	nilItems, _ := msgpack.Marshal(map[string]any{"f": "g", "i": nil})
+	var got grid.MapRequest
+	if err := msgpack.Unmarshal(nilItems, &got); err != nil || got.Function != "g" || got.Items != nil || got.TimeoutMs != 0 {
+		t.Errorf("nil items: decoded %+v, %v", got, err)
+	}
+	for name, b := range map[string][]byte{"nil": {0xc0}, "empty array": {0x90}} {
+		got := grid.MapRequest{Function: "x"}
+		if err := msgpack.Unmarshal(b, &got); err != nil || !reflect.DeepEqual(got, grid.MapRequest{}) {
+			t.Errorf("%s: decoded %+v, %v", name, got, err)
+		}
+	}
+	// What msgpack's struct decoder refuses is refused too.
+	shortArray, _ := msgpack.Marshal([]any{"g"})
+	badName, _ := msgpack.Marshal(map[string]any{"f": 7})
+	for name, b := range map[string][]byte{"short array": shortArray, "a number for the name": badName} {
+		var got grid.MapRequest
+		if err := msgpack.Unmarshal(b, &got); err == nil {
+			t.Errorf("%s: accepted as %+v", name, got)
+		}
+	}
+}
+
+// hugeChunkHead is the head of a MapRequest whose items array claims n
+// items, none of which follow.
+func hugeChunkHead(n uint32) []byte {
+	var b bytes.Buffer
+	enc := msgpack.NewEncoder(&b)
+	enc.EncodeMapLen(3)
+	enc.EncodeString("f")
+	enc.EncodeString("echo")
+	enc.EncodeString("i")
+	enc.EncodeArrayLen(int(n))
+	return b.Bytes()
+}
+
+// TestMapRequestRefusesTooManyItemsBeforeReadingThem decodes the head of
+// a chunk claiming ten million items with none of them there: the refusal
+// must come from the count alone, naming the limit, and cost next to no
+// allocation.
+func TestMapRequestRefusesTooManyItemsBeforeReadingThem(t *testing.T) {
+	head := hugeChunkHead(10_000_000)
+	var req grid.MapRequest
+	err := msgpack.Unmarshal(head, &req)
+	var e *rpc.Error
+	if !errors.As(err, &e) || e.Kind != rpc.KindBadArguments || !strings.Contains(e.Message, strconv.Itoa(grid.MaxChunkItems)) {
+		t.Fatalf("a chunk of ten million items: %v; want BadArguments naming %d", err, grid.MaxChunkItems)
+	}
+	allocs := testing.AllocsPerRun(10, func() {
+		var req grid.MapRequest
+		msgpack.Unmarshal(head, &req)
+	})
+	if allocs > 20 {
+		t.Errorf("refusing the chunk took %.0f allocations", allocs)
+	}
+	// The largest chunk allowed decodes.
+	full := append(hugeChunkHead(grid.MaxChunkItems), bytes.Repeat([]byte{0x90}, grid.MaxChunkItems)...)
+	full = append(full, 0xa1, 't', 0x00)
+	if err := msgpack.Unmarshal(full, &req); err != nil || len(req.Items) != grid.MaxChunkItems {
+		t.Fatalf("a chunk of MaxChunkItems: %d items, %v", len(req.Items), err)
+	}
+}
+
+// TestMapOverRPCRefusesTooManyItems sends shoal.map one item too many
+// through a real rpc server: the caller reads BadArguments naming the
+// limit, and the function never runs.
+func TestMapOverRPCRefusesTooManyItems(t *testing.T) {
+	ran := make(chan int, 1)
+	addr := serve(t, func(req grid.MapRequest) []grid.MapResult {
+		ran <- len(req.Items)
+		return make([]grid.MapResult, len(req.Items))
+	})
+	pool := rpc.NewPool(rpc.ClientConfig{})
+	defer pool.Close()
+	items := make([]msgpack.RawMessage, grid.MaxChunkItems+1)
+	for i := range items {
+		items[i] = msgpack.RawMessage{0x90}
+	}
+	_, err := grid.Stub{Caller: pool}.Map(context.Background(), addr, grid.MapRequest{Function: "f", Items: items})
+	if !errors.Is(err, rpc.ErrBadArguments) || !strings.Contains(err.Error(), "at most "+strconv.Itoa(grid.MaxChunkItems)+" items") {
+		t.Fatalf("shoal.map of %d items: %v; want BadArguments naming the limit", len(items), err)
+	}
+	select {
+	case n := <-ran:
+		t.Fatalf("the chunk of %d items ran", n)
+	default:
+	}
+	results, err := grid.Stub{Caller: pool}.Map(context.Background(), addr, grid.MapRequest{Function: "f", Items: items[:grid.MaxChunkItems]})
+	if err != nil || len(results) != grid.MaxChunkItems {
+		t.Fatalf("shoal.map of MaxChunkItems: %d results, %v", len(results), err)
+	}
+}
