@@ -58,6 +58,28 @@ func TestTokenAuth(t *testing.T) {
 	}
 }
 
+// TestUnauthenticatedMessagesAreSmall: before a connection has shown the
+// token, a large message closes it rather than being buffered, so a
+// stranger cannot spend the server's memory budget; once authenticated,
+// the connection may send up to the usual limit.
+func TestUnauthenticatedMessagesAreSmall(t *testing.T) {
+	_, addr := startServer(t, ServerConfig{Token: "s3cret"})
+	ctx := context.Background()
+	big := strings.Repeat("x", 1<<20)
+
+	stranger := dial(t, addr, ClientConfig{})
+	err := stranger.Call(ctx, "echo", nil, big)
+	if !errors.As(err, new(*ConnError)) {
+		t.Fatalf("a 1 MiB call before shoal.auth: got %v, want the connection closed", err)
+	}
+
+	member := dial(t, addr, ClientConfig{Token: "s3cret"})
+	var got string
+	if err := member.Call(ctx, "echo", &got, big); err != nil || got != big {
+		t.Fatalf("a 1 MiB echo after shoal.auth: %d bytes back, %v", len(got), err)
+	}
+}
+
 func TestTLS(t *testing.T) {
 	checkGoroutines(t)
 	pki := testutil.NewPKI(t)

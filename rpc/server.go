@@ -474,7 +474,13 @@ func (c *serverConn) serve() {
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
 	}()
-	mr := newMessageReader(bufio.NewReaderSize(c.conn, readChunk), c.s.cfg.MaxMessageSize, c.s.cfg.MaxDepth)
+	maxSize := c.s.cfg.MaxMessageSize
+	if !c.authed {
+		// Until it has shown the token a connection may ask for nothing
+		// but shoal.auth: it gets no room to make the server buffer more.
+		maxSize = min(maxSize, maxUnauthedMessage)
+	}
+	mr := newMessageReader(bufio.NewReaderSize(c.conn, readChunk), maxSize, c.s.cfg.MaxDepth)
 	mr.budget = &c.s.budget
 	defer mr.abandon()
 	c.in = mr
@@ -527,6 +533,10 @@ func (c *serverConn) next(mr *messageReader) ([]byte, error) {
 		return msg, err
 	}
 }
+
+// maxUnauthedMessage bounds each message of a connection that has not yet
+// shown the server's token: enough for shoal.auth with any sane token.
+const maxUnauthedMessage = 64 << 10
 
 var (
 	errIdle       = errors.New("idle timeout")
@@ -834,6 +844,7 @@ func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 			return nil, e
 		}
 		c.authed = true
+		c.in.maxSize = c.s.cfg.MaxMessageSize
 		return true, nil
 	case MethodCancel:
 		return c.cancelCalls(dec, n), nil
