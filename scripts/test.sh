@@ -22,6 +22,7 @@ need() {
 command -v go >/dev/null 2>&1 || { echo "test.sh: Go is required (https://go.dev/doc/install)" >&2; exit 1; }
 need gcc gcc             # the race detector needs cgo
 need memcached memcached # the cache tests run real memcached servers
+need prlimit util-linux  # the descriptor test runs a node under prlimit
 
 echo "== gofmt"
 unformatted=$(gofmt -l .)
