@@ -1,14 +1,11 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -71,10 +68,10 @@ func TestConfigRefusesToLetStrangersIn(t *testing.T) {
 }
 
 func TestInsecureNodeSaysWhy(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	startNode(t, "a", nil, func(c *Config) {
 		c.RPC.Token, c.Insecure = "s3cret", true
-		c.Logger = logs.logger()
+		c.Logger = logs.Logger()
 	})
 	if out := logs.String(); !strings.Contains(out, "running insecure") || !strings.Contains(out, "token without a gossip key") {
 		t.Fatalf("an insecure node's log does not say why:\n%s", out)
@@ -214,22 +211,3 @@ func httpStatus(t *testing.T, c *http.Client, url, auth string) int {
 	return resp.StatusCode
 }
 
-// syncBuffer collects a node's log lines for a test to read.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/internal/testutil"
 )
 
 // request encodes a request as a third party would.
@@ -335,26 +337,8 @@ func TestWireExample(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination tests can read while the server writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestClosedConnectionsAreLoggedWithReason(t *testing.T) {
-	var logs syncBuffer
+	var logs testutil.LogBuffer
 	_, addr := startServer(t, ServerConfig{MaxMessageSize: 1 << 10, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	for _, tc := range []struct {
 		send   []byte
