@@ -210,4 +210,3 @@ func httpStatus(t *testing.T, c *http.Client, url, auth string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
-
