@@ -80,6 +80,34 @@ func TestUnauthenticatedMessagesAreSmall(t *testing.T) {
 	}
 }
 
+// TestStrangersMustShowTheTokenInTime: a connection that never shows the
+// token is closed after AuthTimeout, even while it keeps sending calls
+// that are refused, so strangers cannot hold a node's connections.
+func TestStrangersMustShowTheTokenInTime(t *testing.T) {
+	s, addr := startServer(t, ServerConfig{Token: "s3cret", AuthTimeout: 300 * time.Millisecond})
+	stranger := dial(t, addr, ClientConfig{})
+	member := dial(t, addr, ClientConfig{Token: "s3cret"})
+	ctx := context.Background()
+	deadline := time.After(20 * time.Second)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for closed := false; !closed; {
+		select {
+		case <-stranger.Done():
+			closed = true
+		case <-tick.C:
+			// Keeps the connection busy, as a holder would.
+			stranger.Call(ctx, "shoal.ping", nil)
+		case <-deadline:
+			t.Fatalf("a connection that never showed the token is still open after 20s (%d open)", s.Stats().Connections)
+		}
+	}
+	var sum int
+	if err := member.Call(ctx, "add", &sum, 2, 3); err != nil || sum != 5 {
+		t.Fatalf("an authenticated connection after the timeout: %d, %v", sum, err)
+	}
+}
+
 func TestTLS(t *testing.T) {
 	checkGoroutines(t)
 	pki := testutil.NewPKI(t)

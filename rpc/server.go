@@ -40,6 +40,11 @@ type ServerConfig struct {
 	// IdleTimeout closes a connection that has sent nothing and has no call
 	// running for this long. Default: 5 minutes.
 	IdleTimeout time.Duration
+	// AuthTimeout closes a connection that has not shown the token this
+	// long after it was accepted, so that strangers cannot hold
+	// connections (and the node's MaxConns) by sending nothing, or calls
+	// refused Unauthorized. Only with Token set. Default: 10s.
+	AuthTimeout time.Duration
 	// WriteTimeout bounds each write to a connection; a peer that reads
 	// nothing for this long is disconnected. Default: 30s.
 	WriteTimeout time.Duration
@@ -100,6 +105,9 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.AuthTimeout <= 0 {
+		c.AuthTimeout = 10 * time.Second
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 30 * time.Second
@@ -510,6 +518,20 @@ func (c *serverConn) serve() {
 // next reads the next message, keeping a connection whose calls are still
 // running open past the idle timeout.
 func (c *serverConn) next(mr *messageReader) ([]byte, error) {
+	if !c.authed {
+		// Nothing runs before shoal.auth: the only deadline is the one
+		// for showing the token.
+		if c.deadlineMoved.IsZero() {
+			c.conn.SetReadDeadline(time.Now().Add(c.s.cfg.AuthTimeout))
+			c.deadlineMoved = time.Now()
+		}
+		msg, err := mr.next()
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() {
+			return nil, errAuthTimeout
+		}
+		return msg, err
+	}
 	for {
 		// Moving the deadline costs a timer update; on a busy connection
 		// it is moved only when an eighth of the timeout has passed, so
@@ -539,8 +561,9 @@ func (c *serverConn) next(mr *messageReader) ([]byte, error) {
 const maxUnauthedMessage = 64 << 10
 
 var (
-	errIdle       = errors.New("idle timeout")
-	errWrongToken = errors.New("wrong token")
+	errIdle        = errors.New("idle timeout")
+	errAuthTimeout = errors.New("no token shown in time")
+	errWrongToken  = errors.New("wrong token")
 )
 
 func (c *serverConn) logEnd(err error) {
@@ -550,6 +573,9 @@ func (c *serverConn) logEnd(err error) {
 		c.s.log.Debug("rpc: connection closed", "remote", c.remote)
 	case errors.As(err, &pe):
 		c.s.log.Warn("rpc: closing connection", "remote", c.remote, "reason", pe.Reason)
+	case errors.Is(err, errAuthTimeout):
+		// As many as strangers open: not worth a line each.
+		c.s.log.Debug("rpc: closing connection: no token shown in time", "remote", c.remote, "within", c.s.cfg.AuthTimeout)
 	case errors.Is(err, errIdle):
 		c.s.log.Info("rpc: closing idle connection", "remote", c.remote, "idle", c.s.cfg.IdleTimeout)
 	case errors.Is(err, errWrongToken):
@@ -845,6 +871,7 @@ func (c *serverConn) builtin(dec *decoder, method string, n int) (any, *Error) {
 		}
 		c.authed = true
 		c.in.maxSize = c.s.cfg.MaxMessageSize
+		c.deadlineMoved = time.Time{} // the idle timeout takes over
 		return true, nil
 	case MethodCancel:
 		return c.cancelCalls(dec, n), nil
