@@ -290,6 +290,11 @@ func runNode(cmd *cobra.Command, g *globalOptions, o *nodeOptions) error {
 
 	signals := make(chan os.Signal, 2)
 	signal.Notify(signals, syscall.SIGINT, syscall.SIGTERM)
+	// A node outlives whatever reads its log: with its stderr a pipe whose
+	// reader has gone (`shoal node | head`, a log shipper restarting), the
+	// next line written would otherwise kill it with SIGPIPE, silently.
+	// Ignored, the write fails and the node goes on serving.
+	signal.Ignore(syscall.SIGPIPE)
 	defer signal.Stop(signals)
 	if ctx == nil {
 		ctx = context.Background()
