@@ -60,9 +60,9 @@ type Config struct {
 	// Insecure lets the node start where it would otherwise refuse to,
 	// because strangers could get in: with RPC.Token but no GossipKey (any
 	// process that reaches the gossip port could join, be sent the token
-	// by clients and answer their calls), or with the gossip or RPC
-	// address beyond loopback and neither a token nor a gossip key. The
-	// node logs what it exposes. Default: false.
+	// by clients and answer their calls), with the gossip address beyond
+	// loopback and no GossipKey, or with the RPC address beyond loopback
+	// and no RPC.Token. The node logs what it exposes. Default: false.
 	Insecure bool
 	// CacheAddr is the HOST:PORT of a memcached this node offers to the
 	// grid's result cache, advertised in its metadata. Default: none.
@@ -332,14 +332,20 @@ func (c Config) exposure() (risk, fix string) {
 				"be sent the token by clients and answer their calls",
 			"give every member the same gossip key too (--gossip-key-file or --gossip-key)"
 	}
-	if c.RPC.Token == "" && len(c.GossipKey) == 0 {
-		for _, a := range []struct{ name, addr string }{{"gossip", c.GossipAddr}, {"rpc", c.RPCAddr}} {
-			host, _, _ := net.SplitHostPort(a.addr)
-			if !loopbackHost(host) {
-				return fmt.Sprintf("the %s address %s is reachable beyond this machine, and with neither a gossip key "+
-						"nor a token anyone who reaches it can join the grid or call its functions", a.name, a.addr),
-					"give the grid a gossip key and a token (--gossip-key-file, --token-file), or bind to 127.0.0.1"
-			}
+	// Each port beyond loopback needs its own secret: a gossip key keeps
+	// strangers out of the grid, not away from its functions.
+	for _, a := range []struct {
+		name, addr, what, secret, fix string
+		guarded                       bool
+	}{
+		{"gossip", c.GossipAddr, "join the grid", "a gossip key", "--gossip-key-file", len(c.GossipKey) > 0},
+		{"rpc", c.RPCAddr, "call its functions", "a token", "--token-file", c.RPC.Token != ""},
+	} {
+		host, _, _ := net.SplitHostPort(a.addr)
+		if !a.guarded && !loopbackHost(host) {
+			return fmt.Sprintf("the %s address %s is reachable beyond this machine, and without %s anyone who reaches it can %s",
+					a.name, a.addr, a.secret, a.what),
+				fmt.Sprintf("give the grid a gossip key and a token (--gossip-key-file, --token-file; here %s), or bind to 127.0.0.1", a.fix)
 		}
 	}
 	return "", ""

@@ -37,7 +37,9 @@ func TestConfigRefusesToLetStrangersIn(t *testing.T) {
 		{"every interface with key and token", func(c *Config) {
 			c.GossipAddr, c.RPCAddr, c.GossipKey, c.RPC.Token = "0.0.0.0:7946", "0.0.0.0:7373", testKey, "s3cret"
 		}, nil},
-		{"every interface with a key", func(c *Config) { c.GossipAddr, c.GossipKey = "0.0.0.0:7946", testKey }, nil},
+		{"gossip on every interface with a key", func(c *Config) { c.GossipAddr, c.GossipKey = "0.0.0.0:7946", testKey }, nil},
+		{"rpc on every interface with a key but no token", func(c *Config) { c.RPCAddr, c.GossipKey = "0.0.0.0:7373", testKey },
+			[]string{"rpc address 0.0.0.0:7373", "without a token", "--token-file", "--insecure"}},
 		{"loopback by name and by IPv6", func(c *Config) { c.GossipAddr, c.RPCAddr = "localhost:7946", "[::1]:7373" }, nil},
 		{"loopback beyond 127.0.0.1", func(c *Config) { c.GossipAddr, c.RPCAddr = "127.0.0.2:7946", "127.1.2.3:7373" }, nil},
 		{"token and key on loopback", func(c *Config) { c.GossipKey, c.RPC.Token = testKey, "s3cret" }, nil},

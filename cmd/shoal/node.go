@@ -78,8 +78,9 @@ left gracefully; after a crash (kill -9) the grid lets the name be reclaimed
 once the old member has been dead for 30s (1s with --gossip-timing fast).
 
 A node refuses to start with a token but no gossip key (any process that
-reaches the gossip port could join and be sent the token), or with --gossip
-or --rpc beyond loopback and neither, unless --insecure. Give secrets as
+reaches the gossip port could join and be sent the token), with --gossip
+beyond loopback and no gossip key, or with --rpc beyond loopback and no
+token, unless --insecure. Give secrets as
 files (--token-file, --gossip-key-file) or SHOAL_ variables: ps shows the
 command line to every user. With a token, HTTP paths but /healthz and
 /readyz need "Authorization: Bearer <token>"; with TLS, HTTP serves TLS too.
@@ -121,7 +122,7 @@ Built-in functions:
 	f.DurationVar(&o.cacheTimeout, "cache-timeout", def.CacheTimeout, "bound on each request to a memcached server; one that times out counts against the server")
 	f.StringVar(&o.token, "token", "", "shared token clients must present with shoal.auth before any call (visible in ps: prefer --token-file)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token (surrounding whitespace is ignored)")
-	f.BoolVar(&o.insecure, "insecure", false, "start even with a token but no gossip key, or beyond loopback with neither: strangers can join")
+	f.BoolVar(&o.insecure, "insecure", false, "start even with a token but no gossip key, or gossip or RPC beyond loopback without its key or token: strangers can join or call")
 	f.StringVar(&o.tlsCert, "tls-cert", "", "PEM certificate file: serve TLS (needs --tls-key)")
 	f.StringVar(&o.tlsKey, "tls-key", "", "PEM private key file for --tls-cert")
 	f.StringVar(&o.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates signed by it")
