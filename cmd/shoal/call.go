@@ -84,6 +84,11 @@ func (o *clientOptions) dial(ctx context.Context, g *globalOptions) (*shoal.Clie
 // is about it.
 func tokenHint(err error) error {
 	switch {
+	case errors.Is(err, rpc.ErrUnauthorized) && strings.Contains(err.Error(), "too many failed attempts"):
+		// The token was not even checked: the node is slowing down wrong
+		// guesses from this address, whoever here made them.
+		return fmt.Errorf("%w\n(the node checks no token from this address while wrong guesses from it are being slowed down: "+
+			"something on this machine keeps giving a wrong token; once it stops, tokens from here are checked again within 10s)", err)
 	case errors.Is(err, rpc.ErrUnauthorized):
 		return fmt.Errorf("%w\n(give the grid's token with --token-file or SHOAL_TOKEN)", err)
 	case errors.Is(err, rpc.ErrPlaintextToken):
