@@ -3,6 +3,8 @@ package grid
 import (
 	"errors"
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
@@ -76,11 +78,40 @@ func (r *MapRequest) decodeField(dec *msgpack.Decoder, key string) error {
 	case "i":
 		r.Items, err = decodeItems(dec)
 	case "t":
-		r.TimeoutMs, err = dec.DecodeInt64()
+		r.TimeoutMs, err = decodeTimeoutMs(dec)
 	default:
 		err = dec.Skip()
 	}
 	return err
+}
+
+// maxTimeoutMs is the longest per-item timeout a chunk may give: what a
+// time.Duration holds.
+const maxTimeoutMs = math.MaxInt64 / int64(time.Millisecond)
+
+// decodeTimeoutMs decodes a chunk's per-item timeout, refusing what would
+// wrap: a negative one would mean none, a huge one would end at once.
+func decodeTimeoutMs(dec *msgpack.Decoder) (int64, error) {
+	code, err := dec.PeekCode()
+	if err != nil {
+		return 0, err
+	}
+	if code == msgpcode.Uint64 {
+		u, err := dec.DecodeUint64()
+		if err == nil && u > uint64(maxTimeoutMs) {
+			err = timeoutRangeError(fmt.Sprint(u))
+		}
+		return int64(u), err
+	}
+	ms, err := dec.DecodeInt64()
+	if err == nil && (ms < 0 || ms > maxTimeoutMs) {
+		err = timeoutRangeError(fmt.Sprint(ms))
+	}
+	return ms, err
+}
+
+func timeoutRangeError(got string) error {
+	return rpc.Errorf(rpc.KindBadArguments, "a shoal.map chunk's per-item timeout is %s ms, out of the range 0 (none) to %d", got, maxTimeoutMs)
 }
 
 func decodeItems(dec *msgpack.Decoder) ([]msgpack.RawMessage, error) {

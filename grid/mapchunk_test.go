@@ -127,3 +127,32 @@ func TestMapOverRPCRefusesTooManyItems(t *testing.T) {
 		t.Fatalf("shoal.map of MaxChunkItems: %d results, %v", len(results), err)
 	}
 }
+
+// TestMapRequestRefusesTimeoutsThatWrap: a per-item timeout that would
+// wrap (a negative one means none to the node, one past what a Duration
+// holds ends at once) is BadArguments, in both forms of the request.
+func TestMapRequestRefusesTimeoutsThatWrap(t *testing.T) {
+	const maxMs = int64(1<<63-1) / 1e6
+	for _, tc := range []struct {
+		t  any
+		ok bool
+	}{
+		{int64(0), true}, {int64(250), true}, {maxMs, true},
+		{int64(-1), false}, {maxMs + 1, false}, {uint64(1<<64 - 1), false}, {uint64(1 << 62), false},
+	} {
+		for form, v := range map[string]any{
+			"map":   map[string]any{"f": "f", "t": tc.t},
+			"array": []any{"f", nil, tc.t},
+		} {
+			b, _ := msgpack.Marshal(v)
+			var got grid.MapRequest
+			err := msgpack.Unmarshal(b, &got)
+			switch {
+			case tc.ok && err != nil:
+				t.Errorf("%s form, t=%v: %v", form, tc.t, err)
+			case !tc.ok && !errors.Is(err, rpc.ErrBadArguments):
+				t.Errorf("%s form, t=%v: decoded %+v, %v; want BadArguments", form, tc.t, got, err)
+			}
+		}
+	}
+}
