@@ -356,3 +356,35 @@ func TestClosedConnectionsAreLoggedWithReason(t *testing.T) {
 		t.Fatalf("log does not name the connection:\n%s", logs.String())
 	}
 }
+
+// TestStrangersCannotFloodTheLog: many connections sending bytes that are
+// not msgpack-rpc, and many failing notifications, write a line or two,
+// not a line each, and the server goes on serving.
+func TestStrangersCannotFloodTheLog(t *testing.T) {
+	var logs testutil.LogBuffer
+	_, addr := startServer(t, ServerConfig{Logger: logs.Logger()})
+	for i := 0; i < 50; i++ {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write([]byte{0xc1})
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		conn.Read(make([]byte, 1)) // closed once the server has logged why
+		conn.Close()
+	}
+	c := dial(t, addr, ClientConfig{})
+	for i := 0; i < 50; i++ {
+		c.Notify("add", "not a number")
+	}
+	var sum int
+	if err := c.Call(context.Background(), "add", &sum, 2, 3); err != nil || sum != 5 {
+		t.Fatalf("add after the flood: %d, %v", sum, err)
+	}
+	out := logs.String()
+	for _, msg := range []string{`msg="rpc: closing connection"`, `msg="rpc: notification dropped"`} {
+		if n := strings.Count(out, msg); n < 1 || n > 2 {
+			t.Errorf("%d lines of %s for 50 events; want one or two", n, msg)
+		}
+	}
+}

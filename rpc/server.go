@@ -147,6 +147,8 @@ type Server struct {
 	// refusedLogged is when a refusal at MaxConns was last logged: one
 	// line per interval, not one per connection.
 	refusedLogged time.Time
+	// protocolLog and notifyLog sample the lines strangers can cause.
+	protocolLog, notifyLog sampledLog
 
 	calls        atomic.Uint64
 	accepted     atomic.Uint64
@@ -572,7 +574,11 @@ func (c *serverConn) logEnd(err error) {
 	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		c.s.log.Debug("rpc: connection closed", "remote", c.remote)
 	case errors.As(err, &pe):
-		c.s.log.Warn("rpc: closing connection", "remote", c.remote, "reason", pe.Reason)
+		if ok, skipped := c.s.protocolLog.allow(); ok {
+			c.s.log.Warn("rpc: closing connection", "remote", c.remote, "reason", pe.Reason, "unlogged_before", skipped)
+		} else {
+			c.s.log.Debug("rpc: closing connection", "remote", c.remote, "reason", pe.Reason)
+		}
 	case errors.Is(err, errAuthTimeout):
 		// As many as strangers open: not worth a line each.
 		c.s.log.Debug("rpc: closing connection: no token shown in time", "remote", c.remote, "within", c.s.cfg.AuthTimeout)
@@ -601,7 +607,7 @@ func (c *serverConn) refuse(dec *decoder, head []byte, why *overBudget) (err err
 	if err != nil || typ != typeRequest {
 		if err == nil && typ == typeNotification {
 			method, _ := dec.method()
-			c.s.log.Info("rpc: notification dropped", "remote", c.remote, "method", method, "err", why)
+			c.logNotification("rpc: notification dropped", method, why)
 			return nil
 		}
 		return &ProtocolError{Reason: "message over the in-flight budget is not a request or notification"}
@@ -617,6 +623,16 @@ func (c *serverConn) refuse(dec *decoder, head []byte, why *overBudget) (err err
 	}
 	c.reply(id, callErr, nil)
 	return nil
+}
+
+// logNotification logs a notification that came to nothing, sampled:
+// nobody hears of it otherwise, and anyone can send them by the thousand.
+func (c *serverConn) logNotification(msg, method string, err any) {
+	if ok, skipped := c.s.notifyLog.allow(); ok {
+		c.s.log.Info(msg, "remote", c.remote, "method", method, "err", err, "unlogged_before", skipped)
+	} else {
+		c.s.log.Debug(msg, "remote", c.remote, "method", method, "err", err)
+	}
 }
 
 // handle acts on one message. An error means the bytes were not
@@ -739,7 +755,7 @@ func (c *serverConn) notification(dec *decoder, method string, charge int64) (st
 		argErr = c.start(f, 0, false, args, charge)
 	}
 	if argErr != nil {
-		c.s.log.Info("rpc: notification dropped", "remote", c.remote, "method", method, "err", argErr)
+		c.logNotification("rpc: notification dropped", method, argErr)
 		return false
 	}
 	return true
@@ -789,7 +805,7 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 			}
 			c.send(e)
 		} else if callErr != nil {
-			c.s.log.Info("rpc: notification failed", "remote", c.remote, "method", f.info.Name, "err", callErr)
+			c.logNotification("rpc: notification failed", f.info.Name, callErr)
 		}
 		c.s.budget.give(charge)
 		if complete {
