@@ -22,15 +22,19 @@ const MaxChunkItems = 1 << 16
 // (shoal.map). The node runs them one after another in one executor slot,
 // so a chunk of fast items costs one RPC and one slot.
 type MapRequest struct {
-	Function  string               `msgpack:"f"`
-	Items     []msgpack.RawMessage `msgpack:"i"` // each item's argument array, msgpack-encoded; at most MaxChunkItems
-	TimeoutMs int64                `msgpack:"t"` // per item; 0 for none
+	Function  string `msgpack:"f"`
+	Items     Values `msgpack:"i"` // each item's argument array, msgpack-encoded; at most MaxChunkItems
+	TimeoutMs int64  `msgpack:"t"` // per item; 0 for none
+	// Cache asks the node to store each successful result of a cacheable
+	// function in its result cache; without it the node computes no key.
+	Cache bool `msgpack:"c"`
 }
 
 // DecodeMsgpack reads a MapRequest as msgpack's struct decoder would (a
 // map of the field tags, unknown keys skipped, or an array of exactly the
 // three fields in order) but reads the number of items first and refuses
-// more than MaxChunkItems before allocating anything for them.
+// more than MaxChunkItems before allocating anything for them, and reads
+// the items' bytes in one copy.
 func (r *MapRequest) DecodeMsgpack(dec *msgpack.Decoder) error {
 	c, err := dec.PeekCode()
 	if err != nil {
@@ -44,10 +48,10 @@ func (r *MapRequest) DecodeMsgpack(dec *msgpack.Decoder) error {
 		case n == 0:
 			*r = MapRequest{}
 			return nil
-		case n != 3:
+		case n != 3 && n != 4:
 			return errArrayFields
 		}
-		for _, field := range []string{"f", "i", "t"} {
+		for _, field := range []string{"f", "i", "t", "c"}[:n] {
 			if err := r.decodeField(dec, field); err != nil {
 				return err
 			}
@@ -76,9 +80,11 @@ func (r *MapRequest) decodeField(dec *msgpack.Decoder, key string) error {
 	case "f":
 		r.Function, err = dec.DecodeString()
 	case "i":
-		r.Items, err = decodeItems(dec)
+		err = r.Items.DecodeMsgpack(dec)
 	case "t":
 		r.TimeoutMs, err = decodeTimeoutMs(dec)
+	case "c":
+		r.Cache, err = dec.DecodeBool()
 	default:
 		err = dec.Skip()
 	}
@@ -114,24 +120,6 @@ func timeoutRangeError(got string) error {
 	return rpc.Errorf(rpc.KindBadArguments, "a shoal.map chunk's per-item timeout is %s ms, out of the range 0 (none) to %d", got, maxTimeoutMs)
 }
 
-func decodeItems(dec *msgpack.Decoder) ([]msgpack.RawMessage, error) {
-	n, err := dec.DecodeArrayLen()
-	if err != nil || n < 0 {
-		return nil, err // nil decodes as no items
-	}
-	if n > MaxChunkItems {
-		return nil, rpc.Errorf(rpc.KindBadArguments,
-			"a shoal.map chunk holds at most %d items (grid.MaxChunkItems), this one %d", MaxChunkItems, n)
-	}
-	items := make([]msgpack.RawMessage, n)
-	for i := range items {
-		if items[i], err = dec.DecodeRaw(); err != nil {
-			return nil, fmt.Errorf("item %d: %w", i+1, err)
-		}
-	}
-	return items, nil
-}
-
 // errArrayFields is msgpack's own complaint about an array-encoded struct.
 var errArrayFields = errors.New("msgpack: number of fields in array-encoded struct has changed")
 
@@ -139,9 +127,22 @@ func isArrayCode(c byte) bool {
 	return msgpcode.IsFixedArray(c) || c == msgpcode.Array16 || c == msgpcode.Array32
 }
 
-// MapResult is one item's outcome: Value on success, otherwise Error in
-// the wire form "<Kind>: <message>".
-type MapResult struct {
-	Value msgpack.RawMessage `msgpack:"v"`
-	Error string             `msgpack:"e"`
+func badArguments(format string, args ...any) error {
+	return rpc.Errorf(rpc.KindBadArguments, format, args...)
+}
+
+// MapReply is a chunk's outcome (the result of shoal.map): one value per
+// item, in item order, and the errors of the items that failed, whose
+// values are nil.
+type MapReply struct {
+	Values Values      `msgpack:"v"`
+	Errors []ItemError `msgpack:"e"`
+}
+
+// ItemError is the failure of one item of a chunk, by its position there,
+// in the wire form "<Kind>: <message>"; it travels as [index, error].
+type ItemError struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Index    int
+	Error    string
 }

@@ -21,13 +21,13 @@ import (
 func TestMapRequestDecodesEveryForm(t *testing.T) {
 	one, _ := msgpack.Marshal([]int{1})
 	two, _ := msgpack.Marshal([]any{"x", map[string]any{"k": []int{2}}})
-	want := grid.MapRequest{Function: "f", Items: []msgpack.RawMessage{one, two}, TimeoutMs: 250}
+	want := grid.MapRequest{Function: "f", Items: valuesOf(one, two), TimeoutMs: 250, Cache: true}
 	asMap, err := msgpack.Marshal(want)
 	if err != nil {
 		t.Fatal(err)
 	}
-	asArray, _ := msgpack.Marshal([]any{"f", []msgpack.RawMessage{one, two}, 250})
-	withExtra, _ := msgpack.Marshal(map[string]any{"x": []int{1, 2}, "f": "f", "t": 250, "i": []msgpack.RawMessage{one, two}, "z": nil})
+	asArray, _ := msgpack.Marshal([]any{"f", []msgpack.RawMessage{one, two}, 250, true})
+	withExtra, _ := msgpack.Marshal(map[string]any{"x": []int{1, 2}, "f": "f", "t": 250, "c": true, "i": []msgpack.RawMessage{one, two}, "z": nil})
 	for name, b := range map[string][]byte{"map": asMap, "array": asArray, "unknown keys": withExtra} {
 		var got grid.MapRequest
 		if err := msgpack.Unmarshal(b, &got); err != nil {
@@ -38,7 +38,7 @@ func TestMapRequestDecodesEveryForm(t *testing.T) {
 	}
 	nilItems, _ := msgpack.Marshal(map[string]any{"f": "g", "i": nil})
 	var got grid.MapRequest
-	if err := msgpack.Unmarshal(nilItems, &got); err != nil || got.Function != "g" || got.Items != nil || got.TimeoutMs != 0 {
+	if err := msgpack.Unmarshal(nilItems, &got); err != nil || got.Function != "g" || got.Items.Count != 0 || got.TimeoutMs != 0 {
 		t.Errorf("nil items: decoded %+v, %v", got, err)
 	}
 	for name, b := range map[string][]byte{"nil": {0xc0}, "empty array": {0x90}} {
@@ -93,8 +93,8 @@ func TestMapRequestRefusesTooManyItemsBeforeReadingThem(t *testing.T) {
 	// The largest chunk allowed decodes.
 	full := append(hugeChunkHead(grid.MaxChunkItems), bytes.Repeat([]byte{0x90}, grid.MaxChunkItems)...)
 	full = append(full, 0xa1, 't', 0x00)
-	if err := msgpack.Unmarshal(full, &req); err != nil || len(req.Items) != grid.MaxChunkItems {
-		t.Fatalf("a chunk of MaxChunkItems: %d items, %v", len(req.Items), err)
+	if err := msgpack.Unmarshal(full, &req); err != nil || req.Items.Count != grid.MaxChunkItems {
+		t.Fatalf("a chunk of MaxChunkItems: %d items, %v", req.Items.Count, err)
 	}
 }
 
@@ -103,28 +103,30 @@ func TestMapRequestRefusesTooManyItemsBeforeReadingThem(t *testing.T) {
 // limit, and the function never runs.
 func TestMapOverRPCRefusesTooManyItems(t *testing.T) {
 	ran := make(chan int, 1)
-	addr := serve(t, func(req grid.MapRequest) []grid.MapResult {
-		ran <- len(req.Items)
-		return make([]grid.MapResult, len(req.Items))
+	addr := serve(t, func(req grid.MapRequest) *grid.MapReply {
+		ran <- req.Items.Count
+		reply := &grid.MapReply{}
+		for range req.Items.Count {
+			reply.Values.Append([]byte{0xc0})
+		}
+		return reply
 	})
 	pool := rpc.NewPool(rpc.ClientConfig{})
 	defer pool.Close()
-	items := make([]msgpack.RawMessage, grid.MaxChunkItems+1)
-	for i := range items {
-		items[i] = msgpack.RawMessage{0x90}
-	}
+	items := grid.Values{Count: grid.MaxChunkItems + 1, Raw: bytes.Repeat([]byte{0x90}, grid.MaxChunkItems+1)}
 	_, err := grid.Stub{Caller: pool}.Map(context.Background(), addr, grid.MapRequest{Function: "f", Items: items})
 	if !errors.Is(err, rpc.ErrBadArguments) || !strings.Contains(err.Error(), "at most "+strconv.Itoa(grid.MaxChunkItems)+" items") {
-		t.Fatalf("shoal.map of %d items: %v; want BadArguments naming the limit", len(items), err)
+		t.Fatalf("shoal.map of %d items: %v; want BadArguments naming the limit", items.Count, err)
 	}
 	select {
 	case n := <-ran:
 		t.Fatalf("the chunk of %d items ran", n)
 	default:
 	}
-	results, err := grid.Stub{Caller: pool}.Map(context.Background(), addr, grid.MapRequest{Function: "f", Items: items[:grid.MaxChunkItems]})
-	if err != nil || len(results) != grid.MaxChunkItems {
-		t.Fatalf("shoal.map of MaxChunkItems: %d results, %v", len(results), err)
+	items = grid.Values{Count: grid.MaxChunkItems, Raw: items.Raw[:grid.MaxChunkItems]}
+	reply, err := grid.Stub{Caller: pool}.Map(context.Background(), addr, grid.MapRequest{Function: "f", Items: items})
+	if err != nil || reply.Values.Count != grid.MaxChunkItems {
+		t.Fatalf("shoal.map of MaxChunkItems: %d results, %v", reply.Values.Count, err)
 	}
 }
 
@@ -155,4 +157,13 @@ func TestMapRequestRefusesTimeoutsThatWrap(t *testing.T) {
 			}
 		}
 	}
+}
+
+// valuesOf lays encoded values end to end.
+func valuesOf(encoded ...[]byte) grid.Values {
+	var v grid.Values
+	for _, e := range encoded {
+		v.Append(e)
+	}
+	return v
 }

@@ -62,15 +62,21 @@ func (s Stub) CacheServers(ctx context.Context, addr string) ([]string, error) {
 	return servers, err
 }
 
-// Map runs a chunk of items on the node at addr (shoal.map) and returns one
-// result per item, in item order.
-func (s Stub) Map(ctx context.Context, addr string, req MapRequest) ([]MapResult, error) {
-	var results []MapResult
-	if err := s.Caller.Call(ctx, addr, MethodMap, &results, req); err != nil {
-		return nil, err
+// Map runs a chunk of items on the node at addr (shoal.map) and returns
+// its reply: one value per item, in item order, and the failed items'
+// errors.
+func (s Stub) Map(ctx context.Context, addr string, req MapRequest) (MapReply, error) {
+	var reply MapReply
+	if err := s.Caller.Call(ctx, addr, MethodMap, &reply, &req); err != nil {
+		return MapReply{}, err
 	}
-	if len(results) != len(req.Items) {
-		return nil, fmt.Errorf("grid: %s answered %d results for %d items", addr, len(results), len(req.Items))
+	if reply.Values.Count != req.Items.Count {
+		return MapReply{}, fmt.Errorf("grid: %s answered %d results for %d items", addr, reply.Values.Count, req.Items.Count)
 	}
-	return results, nil
+	for _, e := range reply.Errors {
+		if e.Index < 0 || e.Index >= req.Items.Count {
+			return MapReply{}, fmt.Errorf("grid: %s answered an error for item %d of a chunk of %d", addr, e.Index, req.Items.Count)
+		}
+	}
+	return reply, nil
 }

@@ -39,17 +39,23 @@ func serve(t *testing.T, mapChunk any) string {
 }
 
 func TestStubOverRealRPC(t *testing.T) {
-	addr := serve(t, func(req grid.MapRequest) []grid.MapResult {
-		out := make([]grid.MapResult, len(req.Items))
-		for i, raw := range req.Items {
+	addr := serve(t, func(req grid.MapRequest) (*grid.MapReply, error) {
+		raws, err := req.Items.Split(nil)
+		if err != nil {
+			return nil, err
+		}
+		reply := &grid.MapReply{}
+		for i, raw := range raws {
 			var args []int
 			if err := msgpack.Unmarshal(raw, &args); err != nil || len(args) != 1 {
-				out[i].Error = "BadArguments: want one int"
+				reply.Errors = append(reply.Errors, grid.ItemError{Index: i, Error: "BadArguments: want one int"})
+				reply.Values.Append([]byte{0xc0})
 				continue
 			}
-			out[i].Value, _ = msgpack.Marshal(args[0] * 10)
+			v, _ := msgpack.Marshal(args[0] * 10)
+			reply.Values.Append(v)
 		}
-		return out
+		return reply, nil
 	})
 	pool := rpc.NewPool(rpc.ClientConfig{})
 	defer pool.Close()
@@ -79,22 +85,26 @@ func TestStubOverRealRPC(t *testing.T) {
 	}
 	one, _ := msgpack.Marshal([]int{4})
 	bad, _ := msgpack.Marshal([]string{"x"})
-	results, err := stub.Map(ctx, addr, grid.MapRequest{Function: "f", Items: []msgpack.RawMessage{one, bad}})
-	if err != nil || len(results) != 2 || results[1].Error == "" {
-		t.Fatalf("map: %+v %v", results, err)
+	reply, err := stub.Map(ctx, addr, grid.MapRequest{Function: "f", Items: valuesOf(one, bad)})
+	if err != nil || reply.Values.Count != 2 || len(reply.Errors) != 1 || reply.Errors[0].Index != 1 || reply.Errors[0].Error == "" {
+		t.Fatalf("map: %+v %v", reply, err)
+	}
+	values, err := reply.Values.Split(nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	var v int
-	if err := msgpack.Unmarshal(results[0].Value, &v); err != nil || v != 40 {
+	if err := msgpack.Unmarshal(values[0], &v); err != nil || v != 40 {
 		t.Fatalf("map result %d %v", v, err)
 	}
 }
 
 func TestStubMapRefusesAShortAnswer(t *testing.T) {
-	addr := serve(t, func(req grid.MapRequest) []grid.MapResult { return []grid.MapResult{{}} })
+	addr := serve(t, func(req grid.MapRequest) *grid.MapReply { return &grid.MapReply{Values: valuesOf([]byte{0xc0})} })
 	pool := rpc.NewPool(rpc.ClientConfig{})
 	defer pool.Close()
 	one, _ := msgpack.Marshal([]int{1})
-	_, err := grid.Stub{Caller: pool}.Map(context.Background(), addr, grid.MapRequest{Items: []msgpack.RawMessage{one, one}})
+	_, err := grid.Stub{Caller: pool}.Map(context.Background(), addr, grid.MapRequest{Items: valuesOf(one, one)})
 	if err == nil {
 		t.Fatal("one result for two items was accepted")
 	}

@@ -373,25 +373,51 @@ func TestMapChunk(t *testing.T) {
 		}
 		return b
 	}
-	req := grid.MapRequest{Function: "square", Items: []msgpack.RawMessage{params(3), params("x"), params(5)}}
-	var out []grid.MapResult
+	items := func(params ...msgpack.RawMessage) grid.Values {
+		var v grid.Values
+		for _, p := range params {
+			v.Append(p)
+		}
+		return v
+	}
+	// outcome reads item k of a reply: its value, or its error.
+	outcome := func(reply grid.MapReply, k int) (value []byte, err string) {
+		for _, e := range reply.Errors {
+			if e.Index == k {
+				return nil, e.Error
+			}
+		}
+		values, splitErr := reply.Values.Split(nil)
+		if splitErr != nil || len(values) <= k {
+			t.Fatalf("reply %+v: %v", reply, splitErr)
+		}
+		return values[k], ""
+	}
+	req := grid.MapRequest{Function: "square", Items: items(params(3), params("x"), params(5))}
+	var out grid.MapReply
 	if err := cl.Call(context.Background(), grid.MethodMap, &out, req); err != nil {
 		t.Fatal(err)
 	}
 	var v int
-	if len(out) != 3 || out[0].Error != "" || msgpack.Unmarshal(out[0].Value, &v) != nil || v != 9 {
+	if value, e := outcome(out, 0); out.Values.Count != 3 || e != "" || msgpack.Unmarshal(value, &v) != nil || v != 9 {
 		t.Fatalf("item 0: %+v", out)
 	}
-	if !strings.HasPrefix(out[1].Error, "BadArguments: ") || out[2].Error != "" {
-		t.Fatalf("items 1, 2: %+v", out[1:])
+	if _, e1 := outcome(out, 1); !strings.HasPrefix(e1, "BadArguments: ") {
+		t.Fatalf("item 1: %+v", out)
+	}
+	if _, e2 := outcome(out, 2); e2 != "" {
+		t.Fatalf("item 2: %+v", out)
 	}
 
 	// Per-item timeouts end the function's context on the node.
-	req = grid.MapRequest{Function: "sleep", Items: []msgpack.RawMessage{params(1), params(60_000)}, TimeoutMs: 50}
+	req = grid.MapRequest{Function: "sleep", Items: items(params(1), params(60_000)), TimeoutMs: 50}
 	if err := cl.Call(context.Background(), grid.MethodMap, &out, req); err != nil {
 		t.Fatal(err)
 	}
-	if out[0].Error != "" || !strings.HasPrefix(out[1].Error, "Timeout: ") {
+	if _, e0 := outcome(out, 0); e0 != "" {
+		t.Fatalf("timeouts: %+v", out)
+	}
+	if _, e1 := outcome(out, 1); !strings.HasPrefix(e1, "Timeout: ") {
 		t.Fatalf("timeouts: %+v", out)
 	}
 
@@ -402,7 +428,7 @@ func TestMapChunk(t *testing.T) {
 	// Canceling the call stops the chunk.
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	req = grid.MapRequest{Function: "sleep", Items: []msgpack.RawMessage{params(60_000), params(60_000)}}
+	req = grid.MapRequest{Function: "sleep", Items: items(params(60_000), params(60_000))}
 	if err := cl.Call(ctx, grid.MethodMap, &out, req); !errors.Is(err, rpc.ErrTimeout) {
 		t.Fatalf("canceled chunk: %v", err)
 	}

@@ -49,7 +49,7 @@ type fakeCall struct {
 
 // behavior is how a fake node answers one call: one result per item of c,
 // or an error for the whole call.
-type behavior func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error)
+type behavior func(ctx context.Context, c *fakeCall) ([]itemResult, error)
 
 // fakeNode is one node of a fakeGrid.
 type fakeNode struct {
@@ -129,9 +129,9 @@ func (g *fakeGrid) Call(ctx context.Context, addr, method string, result any, ar
 	if n == nil {
 		err = &rpc.DialError{Addr: addr, Err: errors.New("connection refused")}
 	} else {
-		var results []grid.MapResult
+		var results []itemResult
 		if results, err = behave(ctx, c); err == nil {
-			err = roundTrip(results, result)
+			err = roundTrip(replyOf(results), result)
 		}
 	}
 
@@ -145,6 +145,26 @@ func (g *fakeGrid) Call(ctx context.Context, addr, method string, result any, ar
 	return err
 }
 
+// itemResult is how a fake node answers one item: a value, or an error in
+// the wire form.
+type itemResult struct {
+	Value msgpack.RawMessage
+	Error string
+}
+
+// replyOf puts a fake node's answers into the wire form of a chunk.
+func replyOf(results []itemResult) *grid.MapReply {
+	reply := &grid.MapReply{}
+	for k, r := range results {
+		if r.Error != "" {
+			reply.Errors = append(reply.Errors, grid.ItemError{Index: k, Error: r.Error})
+			r.Value = msgpack.RawMessage{0xc0}
+		}
+		reply.Values.Append(r.Value)
+	}
+	return reply
+}
+
 // decodeMapRequest passes arg through msgpack into a grid.MapRequest and
 // returns each item's first argument, decoded as an int.
 func decodeMapRequest(arg any) ([]int, error) {
@@ -155,8 +175,12 @@ func decodeMapRequest(arg any) ([]int, error) {
 	if req.Function != fakeFn {
 		return nil, rpc.Errorf(rpc.KindUnknownFunction, "%q", req.Function)
 	}
-	items := make([]int, len(req.Items))
-	for k, raw := range req.Items {
+	raws, err := req.Items.Split(nil)
+	if err != nil {
+		return nil, rpc.Errorf(rpc.KindBadArguments, "shoal.map items: %v", err)
+	}
+	items := make([]int, len(raws))
+	for k, raw := range raws {
 		var params []msgpack.RawMessage
 		if err := msgpack.Unmarshal(raw, &params); err != nil || len(params) == 0 {
 			return nil, rpc.Errorf(rpc.KindBadArguments, "item %d is not an argument array: %v", k, err)
@@ -242,9 +266,9 @@ func itemsOf(calls []fakeCall) []int {
 // Behaviours of fake nodes.
 
 // answer answers every item with f of its argument.
-func answer(f func(x int) grid.MapResult) behavior {
-	return func(_ context.Context, c *fakeCall) ([]grid.MapResult, error) {
-		out := make([]grid.MapResult, len(c.items))
+func answer(f func(x int) itemResult) behavior {
+	return func(_ context.Context, c *fakeCall) ([]itemResult, error) {
+		out := make([]itemResult, len(c.items))
 		for k, x := range c.items {
 			out[k] = f(x)
 		}
@@ -253,35 +277,35 @@ func answer(f func(x int) grid.MapResult) behavior {
 }
 
 // value is a result holding v.
-func value(v int) grid.MapResult {
+func value(v int) itemResult {
 	b, err := msgpack.Marshal(v)
 	if err != nil {
 		panic(err)
 	}
-	return grid.MapResult{Value: b}
+	return itemResult{Value: b}
 }
 
 // itemError is a result failed with err, in its wire form.
-func itemError(err error) grid.MapResult { return grid.MapResult{Error: rpc.ErrorOf(err).Error()} }
+func itemError(err error) itemResult { return itemResult{Error: rpc.ErrorOf(err).Error()} }
 
 // times10 answers every item x with x*10, at once.
-var times10 = answer(func(x int) grid.MapResult { return value(x * 10) })
+var times10 = answer(func(x int) itemResult { return value(x * 10) })
 
 // fail fails every call with err.
 func fail(err error) behavior {
-	return func(context.Context, *fakeCall) ([]grid.MapResult, error) { return nil, err }
+	return func(context.Context, *fakeCall) ([]itemResult, error) { return nil, err }
 }
 
 // hang answers nothing until the call's context ends, and then returns its
 // error, as a client does.
-func hang(ctx context.Context, _ *fakeCall) ([]grid.MapResult, error) {
+func hang(ctx context.Context, _ *fakeCall) ([]itemResult, error) {
 	<-ctx.Done()
 	return nil, ctx.Err()
 }
 
 // after answers as b after d, unless the call's context ends first.
 func after(d time.Duration, b behavior) behavior {
-	return func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error) {
+	return func(ctx context.Context, c *fakeCall) ([]itemResult, error) {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
@@ -296,7 +320,7 @@ func after(d time.Duration, b behavior) behavior {
 // slowUntil answers as b after d, or at once once fast is closed, unless
 // the call's context ends first.
 func slowUntil(d time.Duration, fast <-chan struct{}, b behavior) behavior {
-	return func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error) {
+	return func(ctx context.Context, c *fakeCall) ([]itemResult, error) {
 		t := time.NewTimer(d)
 		defer t.Stop()
 		select {
@@ -312,7 +336,7 @@ func slowUntil(d time.Duration, fast <-chan struct{}, b behavior) behavior {
 // when answers as b once release is closed, unless the call's context ends
 // first.
 func when(release <-chan struct{}, b behavior) behavior {
-	return func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error) {
+	return func(ctx context.Context, c *fakeCall) ([]itemResult, error) {
 		select {
 		case <-release:
 			return b(ctx, c)
@@ -325,7 +349,7 @@ func when(release <-chan struct{}, b behavior) behavior {
 // held answers as b once release is closed, whether or not the call's
 // context ended meanwhile: a node whose answer was already on its way.
 func (g *fakeGrid) held(release <-chan struct{}, b behavior) behavior {
-	return func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error) {
+	return func(ctx context.Context, c *fakeCall) ([]itemResult, error) {
 		select {
 		case <-release:
 		case <-g.stop:
@@ -337,7 +361,7 @@ func (g *fakeGrid) held(release <-chan struct{}, b behavior) behavior {
 // script answers a node's call number k as bs[k], and every later call as
 // the last of bs.
 func script(bs ...behavior) behavior {
-	return func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error) {
+	return func(ctx context.Context, c *fakeCall) ([]itemResult, error) {
 		return bs[min(c.seq, len(bs)-1)](ctx, c)
 	}
 }
@@ -648,12 +672,12 @@ func TestFakeRetryBackoff(t *testing.T) {
 	}{
 		{
 			name:  "overloaded item",
-			items: 20, behave: answer(func(int) grid.MapResult { return itemError(rpc.Errorf(rpc.KindOverloaded, "busy")) }),
+			items: 20, behave: answer(func(int) itemResult { return itemError(rpc.Errorf(rpc.KindOverloaded, "busy")) }),
 			tries: 3, wantErr: rpc.ErrOverloaded,
 		},
 		{
 			name:  "overloaded item, five attempts",
-			items: 20, behave: answer(func(int) grid.MapResult { return itemError(rpc.Errorf(rpc.KindOverloaded, "busy")) }),
+			items: 20, behave: answer(func(int) itemResult { return itemError(rpc.Errorf(rpc.KindOverloaded, "busy")) }),
 			opts:  scheduler.Options{Attempts: 5},
 			tries: 5, wantErr: rpc.ErrOverloaded,
 		},
@@ -669,12 +693,12 @@ func TestFakeRetryBackoff(t *testing.T) {
 		},
 		{
 			name:  "function error",
-			items: 20, behave: answer(func(x int) grid.MapResult { return itemError(fmt.Errorf("boom %d", x)) }),
+			items: 20, behave: answer(func(x int) itemResult { return itemError(fmt.Errorf("boom %d", x)) }),
 			tries: 1, wantErr: rpc.ErrFunctionError,
 		},
 		{
 			name:  "function error, RetryFunctionErrors",
-			items: 20, behave: answer(func(x int) grid.MapResult { return itemError(fmt.Errorf("boom %d", x)) }),
+			items: 20, behave: answer(func(x int) itemResult { return itemError(fmt.Errorf("boom %d", x)) }),
 			opts:  scheduler.Options{RetryFunctionErrors: true},
 			tries: 3, wantErr: rpc.ErrFunctionError,
 		},
@@ -755,7 +779,7 @@ func TestFakeRetryBackoff(t *testing.T) {
 func firstTriesFail() behavior {
 	var mu sync.Mutex
 	tried := make(map[int]bool)
-	return answer(func(x int) grid.MapResult {
+	return answer(func(x int) itemResult {
 		mu.Lock()
 		defer mu.Unlock()
 		if !tried[x] {
@@ -775,7 +799,7 @@ func TestFakeRetryAvoidsFailedNode(t *testing.T) {
 		nodes func() (a, b behavior)
 	}{
 		{"one node fails every item", func() (behavior, behavior) {
-			overloaded := answer(func(int) grid.MapResult { return itemError(rpc.Errorf(rpc.KindOverloaded, "busy")) })
+			overloaded := answer(func(int) itemResult { return itemError(rpc.Errorf(rpc.KindOverloaded, "busy")) })
 			return overloaded, after(2*time.Millisecond, times10)
 		}},
 		// The retries of items failed on a and of items failed on b queue
@@ -838,7 +862,7 @@ func TestFakeRerouteOnNodeLoss(t *testing.T) {
 			releaseA, releaseB := make(chan struct{}), make(chan struct{})
 			// a holds its calls; when released it answers them, canceled or
 			// not, with values the job must not use.
-			g.add("a", g.held(releaseA, answer(func(x int) grid.MapResult { return value(x*10 + 1) })))
+			g.add("a", g.held(releaseA, answer(func(x int) itemResult { return value(x*10 + 1) })))
 			g.add("b", times10)
 			g.setView(a, b)
 			const n, chunk = 40, 2
@@ -919,7 +943,7 @@ func sameItems(x, y []int) bool {
 // after d (or when its context ends).
 func slowFirst(x int, d time.Duration, b behavior) behavior {
 	var once sync.Once
-	return func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error) {
+	return func(ctx context.Context, c *fakeCall) ([]itemResult, error) {
 		slow := false
 		if slices.Contains(c.items, x) {
 			once.Do(func() { slow = true })
@@ -994,7 +1018,7 @@ func TestFakeHedge(t *testing.T) {
 	t.Run("both copies answer", func(t *testing.T) {
 		g := newFakeGrid()
 		release := make(chan struct{})
-		g.add("fast", func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error) {
+		g.add("fast", func(ctx context.Context, c *fakeCall) ([]itemResult, error) {
 			time.Sleep(10 * time.Millisecond) // works on, and answers, even when canceled
 			return times10(ctx, c)
 		})
@@ -1153,11 +1177,11 @@ func TestFakeFailedCallsAreRetriedElsewhere(t *testing.T) {
 		{"overloaded", fail(rpc.Errorf(rpc.KindOverloaded, "queue full"))},
 		{"broken connection", fail(&rpc.ConnError{Addr: fakeAddr("a"), Err: io.EOF})},
 		{"unreachable", nil},
-		{"one result too few", func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error) {
+		{"one result too few", func(ctx context.Context, c *fakeCall) ([]itemResult, error) {
 			out, err := times10(ctx, c)
 			return out[:len(out)-1], err
 		}},
-		{"one result too many", func(ctx context.Context, c *fakeCall) ([]grid.MapResult, error) {
+		{"one result too many", func(ctx context.Context, c *fakeCall) ([]itemResult, error) {
 			out, err := times10(ctx, c)
 			return append(out, value(-1)), err
 		}},
@@ -1237,7 +1261,7 @@ func TestFakeItemErrorOnAHedgeWaitsForTheOriginal(t *testing.T) {
 	release := make(chan struct{})
 	// slow holds its chunk until released, then answers well; quick
 	// answers its own chunk, then times out every item of the hedge.
-	timedOut := answer(func(x int) grid.MapResult { return itemError(rpc.Errorf(rpc.KindTimeout, "item timed out")) })
+	timedOut := answer(func(x int) itemResult { return itemError(rpc.Errorf(rpc.KindTimeout, "item timed out")) })
 	g.add("slow", when(release, times10))
 	g.add("quick", script(times10, timedOut))
 	g.setView(member("slow", 1), member("quick", 1))

@@ -21,7 +21,7 @@ import (
 
 // wrongly answers every item x with x*10+1: a value the job must never
 // deliver, for the late answers of calls it gave up.
-var wrongly = answer(func(x int) grid.MapResult { return value(x*10 + 1) })
+var wrongly = answer(func(x int) itemResult { return value(x*10 + 1) })
 
 // early is how much less than d a fake node may see a call run when the job
 // gave it d: the job's clock starts when it sends the call, the node's

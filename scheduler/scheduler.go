@@ -210,9 +210,9 @@ type chunk struct {
 }
 
 type chunkDone struct {
-	c       *chunk
-	results []grid.MapResult
-	err     error
+	c     *chunk
+	reply grid.MapReply
+	err   error
 }
 
 func (j *job) run(ctx context.Context) (Stats, error) {
@@ -544,13 +544,13 @@ func (j *job) send(ctx context.Context, w grid.Member, items []int, hedge bool) 
 		}
 		c.tries = max(c.tries, j.state[i].attempts)
 	}
-	req := grid.MapRequest{Function: j.fn, Items: make([]msgpack.RawMessage, len(items)), TimeoutMs: j.opts.ItemTimeout.Milliseconds()}
-	for k, i := range items {
-		req.Items[k] = j.items[i]
+	req := grid.MapRequest{Function: j.fn, TimeoutMs: j.opts.ItemTimeout.Milliseconds(), Cache: j.opts.Cache != nil}
+	for _, i := range items {
+		req.Items.Append(j.items[i])
 	}
 	go func() {
-		results, err := j.stub.Map(cctx, w.RPC, req)
-		j.done <- chunkDone{c: c, results: results, err: err}
+		reply, err := j.stub.Map(cctx, w.RPC, req)
+		j.done <- chunkDone{c: c, reply: reply, err: err}
 	}()
 	return c
 }
@@ -585,17 +585,31 @@ func (j *job) completed(d chunkDone) {
 	} else {
 		j.itemCost = (3*j.itemCost + perItem) / 4
 	}
+	values, err := d.reply.Values.Split(make([][]byte, 0, len(c.items)))
+	if err != nil {
+		b.Failure(time.Now())
+		for _, i := range c.items {
+			if !j.state[i].delivered && !j.anotherCopyRunning(c, i) {
+				j.failed(i, c.worker.Name, rpc.Errorf(rpc.KindUnavailable, "%s answered a malformed chunk: %v", c.worker.Name, err), true)
+			}
+		}
+		return
+	}
+	itemErrs := make(map[int]string, len(d.reply.Errors))
+	for _, e := range d.reply.Errors {
+		itemErrs[e.Index] = e.Error
+	}
 	for k, i := range c.items {
 		if j.state[i].delivered {
 			continue // a hedge got there first
 		}
-		r := d.results[k]
-		if r.Error == "" {
+		msg, failed := itemErrs[k]
+		if !failed {
 			j.stats.PerNode[c.worker.Name]++
-			j.deliver(Result{Index: i, Value: r.Value, Node: c.worker.Name, Attempts: j.state[i].attempts})
+			j.deliver(Result{Index: i, Value: values[k], Node: c.worker.Name, Attempts: j.state[i].attempts})
 			continue
 		}
-		e := rpc.ParseError(r.Error)
+		e := rpc.ParseError(msg)
 		retryable := rpc.Retryable(e) || (j.opts.RetryFunctionErrors && errors.Is(e, rpc.ErrFunctionError))
 		if retryable && j.anotherCopyRunning(c, i) {
 			continue // the other copy of a hedged chunk answers for it
