@@ -338,8 +338,8 @@ func TestMemoryTooLarge(t *testing.T) {
 	if got := m.GetMulti(ctx, []string{"k"}); len(got["k"]) != limit {
 		t.Fatalf("value at the limit: got %d bytes, want %d", len(got["k"]), limit)
 	}
-	if st := m.Stats(); st.TooLarge != 2 || st.Stored != 1 {
-		t.Fatalf("stats %+v; want 2 too large, 1 stored", st)
+	if st := m.Stats(); st.TooLarge != 2 || st.Stored != 1 || st.Hits != 1 || st.Misses != 2 {
+		t.Fatalf("stats %+v; want 2 too large, 1 stored, 1 hit, 2 misses", st)
 	}
 	// A cache limits items to a quarter of what one shard can hold.
 	big := NewMemory(64<<20, 0)
