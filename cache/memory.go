@@ -13,12 +13,15 @@ import (
 // all it keeps alive: keys, values, its index and its bookkeeping.
 //
 // Entries are spread over shards by a hash of their key, each with its own
-// lock. A shard keeps its entries as records, [key length][value
-// length][key][value] with the lengths as uvarints, in a ring of bytes
-// allocated in segments as it first fills, and finds them through an
-// open-addressing index of 8-byte slots (30 bits of the key's hash, a
-// recently-read bit and the record's offset), grown by doubling up to an
-// eighth of the shard. Neither ring nor index holds a pointer, so the
+// lock (a batch takes each lock once). A shard keeps its entries as
+// records, [key length][value length][key][value] with the lengths as
+// uvarints, in a ring of bytes allocated in segments as it first fills,
+// and finds them through an open-addressing index of 8-byte slots (30 bits
+// of the key's hash, a recently-read bit and the record's offset) kept at
+// most three quarters full and grown by doubling up to an eighth of the
+// shard. Records under about 75 bytes (a key as Key makes it for a
+// one-letter function is 72) fill the index before the ring, and the rest
+// of the ring goes unused. Neither ring nor index holds a pointer, so the
 // garbage collector never looks at entries one by one. A lookup compares
 // the whole key: keys whose hashes collide are both found, never one for
 // the other.
@@ -77,8 +80,10 @@ const (
 	minShardBytes = 1 << 20
 	maxShardBytes = 1 << 31
 
-	minSegment = 4 << 10
-	maxSegment = 1 << 20
+	// A ring is cut into about 64 segments of 4 KiB to 1 MiB: a cache
+	// takes memory in these steps as it first fills.
+	minSegmentShift = 12
+	maxSegmentShift = 20
 )
 
 // NewMemory returns a cache holding at most maxBytes. A value is not
@@ -112,8 +117,8 @@ func (s *shard) init(budget int, seed *maphash.Seed) int {
 	fixed := int(unsafe.Sizeof(*s))
 	s.maxSlots = max((budget-fixed)/8/8, initialSlots)
 	ring := max(budget-fixed-8*s.maxSlots, 64)
-	s.segShift = 12
-	for 1<<s.segShift < maxSegment && 1<<s.segShift < ring/64 {
+	s.segShift = minSegmentShift
+	for s.segShift < maxSegmentShift && 1<<s.segShift < ring/64 {
 		s.segShift++
 	}
 	nsegs := (ring + 1<<s.segShift - 1) >> s.segShift
