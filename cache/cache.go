@@ -43,6 +43,7 @@ type Stats struct {
 	Errors   uint64        // failed requests to a server
 	Stored   uint64        // values stored
 	TooLarge uint64        // values not stored because they exceed the item size limit
+	Evicted  uint64        // entries an in-memory cache dropped to make room (memcached's own evictions are not seen)
 	Servers  []ServerStats // memcached servers, in ring order; none for an in-memory cache
 }
 
@@ -54,13 +55,13 @@ type ServerStats struct {
 
 // counters are the shared Stats counters of the backends.
 type counters struct {
-	hits, misses, errors, stored, tooLarge atomic.Uint64
+	hits, misses, errors, stored, tooLarge, evicted atomic.Uint64
 }
 
 func (c *counters) stats() Stats {
 	return Stats{
 		Hits: c.hits.Load(), Misses: c.misses.Load(), Errors: c.errors.Load(),
-		Stored: c.stored.Load(), TooLarge: c.tooLarge.Load(),
+		Stored: c.stored.Load(), TooLarge: c.tooLarge.Load(), Evicted: c.evicted.Load(),
 	}
 }
 

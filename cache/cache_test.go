@@ -120,33 +120,6 @@ func TestKeyIsDeterministicAndValid(t *testing.T) {
 	}
 }
 
-func TestMemoryLRU(t *testing.T) {
-	m := NewMemory(10*(10+20+itemOverhead), 0)
-	var its []Item
-	for i := 0; i < 10; i++ {
-		its = append(its, Item{Key: fmt.Sprintf("key-%05d", i), Value: bytes.Repeat([]byte{'v'}, 18)})
-	}
-	m.SetMulti(ctx, its)
-	if got := m.GetMulti(ctx, []string{"key-00000"}); string(got["key-00000"]) != strings.Repeat("v", 18) {
-		t.Fatalf("round trip: %q", got)
-	}
-	// key-00000 was just used, so key-00001 is the least recently used.
-	m.SetMulti(ctx, []Item{{Key: "key-new00", Value: bytes.Repeat([]byte{'n'}, 18)}})
-	got := m.GetMulti(ctx, []string{"key-00000", "key-00001", "key-new00"})
-	if _, ok := got["key-00001"]; ok || len(got) != 2 {
-		t.Fatalf("after eviction found %v", keysOf(got))
-	}
-	entries, size := m.Len()
-	if size > 10*(10+20+itemOverhead) || entries != 10 {
-		t.Fatalf("holds %d entries, %d bytes", entries, size)
-	}
-	m.SetMulti(ctx, []Item{{Key: "big", Value: make([]byte, 10*(10+20+itemOverhead))}})
-	st := m.Stats()
-	if st.TooLarge != 1 || st.Stored != 11 || st.Hits != 3 || st.Misses != 1 {
-		t.Fatalf("stats %+v", st)
-	}
-}
-
 func keysOf(m map[string][]byte) []string {
 	var out []string
 	for k := range m {

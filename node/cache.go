@@ -183,8 +183,12 @@ var (
 		"stored":    prometheus.NewDesc("shoal_cache_stored_total", "Results stored in the cache.", nil, nil),
 		"too_large": prometheus.NewDesc("shoal_cache_too_large_total", "Results not stored for exceeding the item size limit.", nil, nil),
 		"dropped":   prometheus.NewDesc("shoal_cache_writes_dropped_total", "Results not stored because the write queue was full.", nil, nil),
+		"evicted":   prometheus.NewDesc("shoal_cache_evicted_total", "Entries the in-memory cache dropped to make room.", nil, nil),
 	}
 	cacheServerDesc = prometheus.NewDesc("shoal_cache_server_breaker", "1 for each memcached server, labelled with its breaker state (closed, open, half-open).", []string{"server", "state"}, nil)
+
+	cacheBytesDesc   = prometheus.NewDesc("shoal_cache_bytes", "Bytes the in-memory cache holds by its own count: keys, values, free space of its segments, index and bookkeeping.", nil, nil)
+	cacheEntriesDesc = prometheus.NewDesc("shoal_cache_entries", "Entries in the in-memory cache.", nil, nil)
 )
 
 func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -192,6 +196,8 @@ func (c *cacheCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	ch <- cacheServerDesc
+	ch <- cacheBytesDesc
+	ch <- cacheEntriesDesc
 }
 
 func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
@@ -202,9 +208,14 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	st := n.cache.Stats()
 	for name, v := range map[string]uint64{
 		"hits": st.Hits, "misses": st.Misses, "errors": st.Errors, "stored": st.Stored,
-		"too_large": st.TooLarge, "dropped": n.cacheDropped.Load(),
+		"too_large": st.TooLarge, "dropped": n.cacheDropped.Load(), "evicted": st.Evicted,
 	} {
 		ch <- prometheus.MustNewConstMetric(cacheCountDescs[name], prometheus.CounterValue, float64(v))
+	}
+	if mem, ok := n.cache.(interface{ Len() (entries, bytes int) }); ok {
+		entries, bytes := mem.Len()
+		ch <- prometheus.MustNewConstMetric(cacheBytesDesc, prometheus.GaugeValue, float64(bytes))
+		ch <- prometheus.MustNewConstMetric(cacheEntriesDesc, prometheus.GaugeValue, float64(entries))
 	}
 	for _, s := range st.Servers {
 		ch <- prometheus.MustNewConstMetric(cacheServerDesc, prometheus.GaugeValue, 1, s.Addr, s.Breaker)
