@@ -171,13 +171,16 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 		{what: "msgpack floor", job: msgpackFloor.run},
 		{what: "TCP floor", job: tcp.run},
 	}
+	for i := range floors {
+		floors[i].repeat = max(1, floorItemsPerTurn/cfg.Items)
+	}
 	smallest := grids[0]
 	submit := runner{nodes: len(smallest.Nodes), what: "shoal submit", items: cfg.SubmitItems, job: func() error {
 		_, err := submitRange(ctx, cfg.Binary, smallest.Nodes[0].RPC, cfg.SubmitItems)
 		return err
 	}}
 	runners := append(append(floors, onGrids(grids, trivial)...), submit)
-	timed, err := timeJobs(ctx, "map: trivial", runners, cfg.Jobs, cfg.Items, 0, p)
+	timed, err := timeJobs(ctx, "map: trivial", runners, cfg.Jobs, cfg.Items, 0, nodePids(grids), p)
 	if err != nil {
 		return nil, err
 	}
@@ -232,7 +235,7 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 	// The plain loop takes its turns beside the grids, so the overhead is
 	// measured under the same conditions.
 	plain := runner{what: "plain loop", job: func() error { _, err := hashLocally(ctx, texts); return err }}
-	cpu, err := timeJobs(ctx, "map: sha256", append([]runner{plain}, onGrids(cpuGrids, hashes)...), cfg.Jobs, cfg.CPUItems, 1, p)
+	cpu, err := timeJobs(ctx, "map: sha256", append([]runner{plain}, onGrids(cpuGrids, hashes)...), cfg.Jobs, cfg.CPUItems, 1, nodePids(cpuGrids), p)
 	if err != nil {
 		return nil, err
 	}
@@ -249,8 +252,16 @@ type runner struct {
 	nodes int
 	what  string // for errors; "over N nodes" when empty
 	items int    // the job's size, when not that of the others
-	job   func() error
+	// repeat is how many times the job runs in each turn, its time the
+	// mean of them: a floor's job of milliseconds, run once, would be
+	// at the mercy of any other process's time slice.
+	repeat int
+	job    func() error
 }
+
+// floorItemsPerTurn is how many items a floor handles in each of its
+// turns, its job repeated as needed.
+const floorItemsPerTurn = 1_000_000
 
 // onGrids returns a runner per grid doing job.
 func onGrids(grids []*Grid, job func(*Grid) error) []runner {
@@ -318,7 +329,11 @@ func itemCosts(floors []MapResult, goAPI, submit MapResult) []ItemCost {
 
 // timeJobs runs every runner's job once to warm it, then jobs more times
 // each, the runners taking turns, and reports the median job of each.
-func timeJobs(ctx context.Context, name string, runners []runner, jobs, items, slots int, p progressLog) ([]MapResult, error) {
+//
+// Before each job it collects this process's garbage and waits for the
+// processes pids (the grids' nodes) to go idle, so that no job pays for
+// the one before: the garbage it left, the work its nodes went on with.
+func timeJobs(ctx context.Context, name string, runners []runner, jobs, items, slots int, pids []int, p progressLog) ([]MapResult, error) {
 	took := make([][]time.Duration, len(runners))
 	for round := 0; round <= jobs; round++ {
 		if round == 0 {
@@ -327,16 +342,21 @@ func timeJobs(ctx context.Context, name string, runners []runner, jobs, items, s
 			p.printf("%s: job %d of %d on each grid", name, round, jobs)
 		}
 		for i, r := range runners {
+			runtime.GC()
+			settle(ctx, pids)
+			repeat := max(1, r.repeat)
 			start := time.Now()
-			if err := r.job(); err != nil {
-				what := r.what
-				if what == "" {
-					what = fmt.Sprintf("over %d nodes", r.nodes)
+			for range repeat {
+				if err := r.job(); err != nil {
+					what := r.what
+					if what == "" {
+						what = fmt.Sprintf("over %d nodes", r.nodes)
+					}
+					return nil, fmt.Errorf("bench: %s, %s: %w", name, what, err)
 				}
-				return nil, fmt.Errorf("bench: %s, %s: %w", name, what, err)
 			}
 			if round > 0 {
-				took[i] = append(took[i], time.Since(start))
+				took[i] = append(took[i], time.Since(start)/time.Duration(repeat))
 			}
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -459,6 +479,17 @@ func closeGrids(grids []*Grid) error {
 		g.Client, g.Nodes = nil, nil
 	}
 	return errors.Join(all...)
+}
+
+// nodePids returns the process ids of every node of the grids.
+func nodePids(grids []*Grid) []int {
+	var pids []int
+	for _, g := range grids {
+		for _, n := range g.Nodes {
+			pids = append(pids, n.Pid())
+		}
+	}
+	return pids
 }
 
 // mostMemory returns the largest of one memory figure over every node, in
