@@ -6,7 +6,14 @@
 //   - rpc: a Shoal call against Go's net/rpc and a raw TCP echo round trip,
 //     one caller and many;
 //   - map: trivial map jobs over grids of 1, 2 and 3 `shoal node`
-//     processes, and CPU-bound ones over 1 and 2;
+//     processes, beside the floors of the same job on this machine (a
+//     plain loop, msgpack, loopback TCP between two processes) and the
+//     same job through `shoal submit`, and CPU-bound ones over 1 and 2;
+//   - memory: the client's and the nodes' peak resident memory against
+//     the size of a `shoal submit --range` job;
+//   - dask: the trivial job through Dask's client.map and through Shoal,
+//     over as many worker processes as node processes, where Dask is
+//     installed;
 //   - cache: the same job cold and warm, with memcached and with the
 //     in-memory cache.
 //
@@ -19,7 +26,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -31,42 +37,50 @@ import (
 
 // The scenarios, in the order Run runs them.
 const (
-	ScenarioRPC   = "rpc"
-	ScenarioMap   = "map"
-	ScenarioCache = "cache"
+	ScenarioRPC    = "rpc"
+	ScenarioMap    = "map"
+	ScenarioMemory = "memory"
+	ScenarioDask   = "dask"
+	ScenarioCache  = "cache"
 )
 
 // Scenarios lists every scenario.
-var Scenarios = []string{ScenarioRPC, ScenarioMap, ScenarioCache}
+var Scenarios = []string{ScenarioRPC, ScenarioMap, ScenarioMemory, ScenarioDask, ScenarioCache}
 
 // Config sizes a run. A zero field takes its value from DefaultConfig.
 type Config struct {
-	RPC   RPCConfig   `json:"rpc"`
-	Map   MapConfig   `json:"map"`
-	Cache CacheConfig `json:"cache"`
+	RPC    RPCConfig    `json:"rpc"`
+	Map    MapConfig    `json:"map"`
+	Memory MemoryConfig `json:"memory"`
+	Dask   DaskConfig   `json:"dask"`
+	Cache  CacheConfig  `json:"cache"`
 	// Version is the Shoal version recorded in the report.
 	Version string `json:"-"`
 	// Progress receives a line as each step starts; nil discards them.
 	Progress io.Writer `json:"-"`
 }
 
-// DefaultConfig is a full run: a couple of minutes on a 2-core machine.
+// DefaultConfig is a full run: a few minutes on a 2-core machine.
 func DefaultConfig() Config {
 	return Config{
 		RPC: RPCConfig{Duration: 3 * time.Second, Turns: 3, Callers: []int{1, 64}, Payload: 64},
-		Map: MapConfig{Nodes: []int{1, 2, 3}, Items: 100_000, Jobs: 5, OneItemJobs: 200,
+		Map: MapConfig{Nodes: []int{1, 2, 3}, Items: 100_000, SubmitItems: 1_000_000, Jobs: 5, OneItemJobs: 200,
 			CPUNodes: []int{1, 2}, CPUItems: 400, CPURounds: 20_000},
-		Cache: CacheConfig{Nodes: 3, Memcached: 3, Items: 100_000, Rounds: 500, Jobs: 5},
+		Memory: MemoryConfig{Sizes: []int{1_000_000, 10_000_000}, Nodes: 2, BudgetMiB: 1024},
+		Dask:   DaskConfig{Workers: 2, Items: 5_000, Jobs: 3},
+		Cache:  CacheConfig{Nodes: 3, Memcached: 3, Items: 100_000, Rounds: 500, Jobs: 5},
 	}
 }
 
-// QuickConfig is a run of well under a minute, for a first look.
+// QuickConfig is a run of about a minute, for a first look.
 func QuickConfig() Config {
 	return Config{
 		RPC: RPCConfig{Duration: 600 * time.Millisecond, Turns: 3, Callers: []int{1, 64}, Payload: 64},
-		Map: MapConfig{Nodes: []int{1, 2, 3}, Items: 20_000, Jobs: 3, OneItemJobs: 50,
+		Map: MapConfig{Nodes: []int{1, 2, 3}, Items: 20_000, SubmitItems: 200_000, Jobs: 3, OneItemJobs: 50,
 			CPUNodes: []int{1, 2}, CPUItems: 100, CPURounds: 20_000},
-		Cache: CacheConfig{Nodes: 3, Memcached: 3, Items: 20_000, Rounds: 500, Jobs: 3},
+		Memory: MemoryConfig{Sizes: []int{100_000, 1_000_000}, Nodes: 2, BudgetMiB: 1024},
+		Dask:   DaskConfig{Workers: 2, Items: 2_000, Jobs: 1},
+		Cache:  CacheConfig{Nodes: 3, Memcached: 3, Items: 20_000, Rounds: 500, Jobs: 3},
 	}
 }
 
@@ -85,10 +99,19 @@ func (c Config) withDefaults(d Config) Config {
 		c.Map.CPUNodes = d.Map.CPUNodes
 	}
 	fill(&c.Map.Items, d.Map.Items)
+	fill(&c.Map.SubmitItems, d.Map.SubmitItems)
 	fill(&c.Map.Jobs, d.Map.Jobs)
 	fill(&c.Map.OneItemJobs, d.Map.OneItemJobs)
 	fill(&c.Map.CPUItems, d.Map.CPUItems)
 	fill(&c.Map.CPURounds, d.Map.CPURounds)
+	if len(c.Memory.Sizes) == 0 {
+		c.Memory.Sizes = d.Memory.Sizes
+	}
+	fill(&c.Memory.Nodes, d.Memory.Nodes)
+	fill(&c.Memory.BudgetMiB, d.Memory.BudgetMiB)
+	fill(&c.Dask.Workers, d.Dask.Workers)
+	fill(&c.Dask.Items, d.Dask.Items)
+	fill(&c.Dask.Jobs, d.Dask.Jobs)
 	fill(&c.Cache.Nodes, d.Cache.Nodes)
 	fill(&c.Cache.Memcached, d.Cache.Memcached)
 	fill(&c.Cache.Items, d.Cache.Items)
@@ -111,8 +134,10 @@ func (c Config) Validate() error {
 		v    int
 	}{
 		{"turns", c.RPC.Turns}, {"payload", c.RPC.Payload},
-		{"items", c.Map.Items}, {"jobs", c.Map.Jobs}, {"one-item-jobs", c.Map.OneItemJobs},
+		{"items", c.Map.Items}, {"submit-items", c.Map.SubmitItems}, {"jobs", c.Map.Jobs}, {"one-item-jobs", c.Map.OneItemJobs},
 		{"cpu-items", c.Map.CPUItems}, {"cpu-rounds", c.Map.CPURounds},
+		{"memory-nodes", c.Memory.Nodes}, {"memory-budget", c.Memory.BudgetMiB},
+		{"dask-workers", c.Dask.Workers}, {"dask-items", c.Dask.Items}, {"dask-jobs", c.Dask.Jobs},
 		{"cache-nodes", c.Cache.Nodes}, {"memcached-servers", c.Cache.Memcached},
 		{"cache-items", c.Cache.Items}, {"cache-rounds", c.Cache.Rounds}, {"cache-jobs", c.Cache.Jobs},
 	}
@@ -127,7 +152,7 @@ func (c Config) Validate() error {
 	for _, list := range []struct {
 		name string
 		v    []int
-	}{{"callers", c.RPC.Callers}, {"nodes", c.Map.Nodes}, {"cpu-nodes", c.Map.CPUNodes}} {
+	}{{"callers", c.RPC.Callers}, {"nodes", c.Map.Nodes}, {"cpu-nodes", c.Map.CPUNodes}, {"memory-sizes", c.Memory.Sizes}} {
 		for _, n := range list.v {
 			if n < 1 {
 				return fmt.Errorf("bench: %s must each be at least 1, got %v", list.name, list.v)
@@ -142,19 +167,22 @@ func (c Config) Validate() error {
 
 // Report is every figure of a run.
 type Report struct {
-	Shoal   string       `json:"shoal_version"`
-	Machine Machine      `json:"machine"`
-	Started time.Time    `json:"started"`
-	Seconds float64      `json:"seconds"`
-	Config  Config       `json:"config"`
-	RPC     *RPCReport   `json:"rpc,omitempty"`
-	Map     *MapReport   `json:"map,omitempty"`
-	Cache   *CacheReport `json:"cache,omitempty"`
-	Targets []Target     `json:"targets"`
+	Shoal   string        `json:"shoal_version"`
+	Machine Machine       `json:"machine"`
+	Started time.Time     `json:"started"`
+	Seconds float64       `json:"seconds"`
+	Config  Config        `json:"config"`
+	RPC     *RPCReport    `json:"rpc,omitempty"`
+	Map     *MapReport    `json:"map,omitempty"`
+	Memory  *MemoryReport `json:"memory,omitempty"`
+	Dask    *DaskReport   `json:"dask,omitempty"`
+	Cache   *CacheReport  `json:"cache,omitempty"`
+	Targets []Target      `json:"targets"`
 }
 
 // Run runs the named scenarios (all of them when none are named) and
-// reports every figure. The map scenario needs cfg.Map.Binary.
+// reports every figure. The map, memory and dask scenarios need the shoal
+// binary, in cfg.Map.Binary (which the others default to).
 func Run(ctx context.Context, cfg Config, scenarios ...string) (*Report, error) {
 	if len(scenarios) == 0 {
 		scenarios = Scenarios
@@ -170,8 +198,15 @@ func Run(ctx context.Context, cfg Config, scenarios ...string) (*Report, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if want[ScenarioMap] && cfg.Map.Binary == "" {
-		return nil, errors.New("bench: the map scenario needs the shoal binary to start nodes from")
+	for _, bin := range []*string{&cfg.Memory.Binary, &cfg.Dask.Binary} {
+		if *bin == "" {
+			*bin = cfg.Map.Binary
+		}
+	}
+	for _, s := range []string{ScenarioMap, ScenarioMemory, ScenarioDask} {
+		if want[s] && cfg.Map.Binary == "" {
+			return nil, fmt.Errorf("bench: the %s scenario needs the shoal binary to start nodes from", s)
+		}
 	}
 	r := &Report{Shoal: cfg.Version, Machine: DescribeMachine(), Started: time.Now(), Config: cfg}
 	p := cfg.Progress
@@ -183,6 +218,16 @@ func Run(ctx context.Context, cfg Config, scenarios ...string) (*Report, error) 
 	}
 	if want[ScenarioMap] {
 		if r.Map, err = RunMap(ctx, cfg.Map, p); err != nil {
+			return nil, err
+		}
+	}
+	if want[ScenarioMemory] {
+		if r.Memory, err = RunMemory(ctx, cfg.Memory, p); err != nil {
+			return nil, err
+		}
+	}
+	if want[ScenarioDask] {
+		if r.Dask, err = RunDask(ctx, cfg.Dask, p); err != nil {
 			return nil, err
 		}
 	}
@@ -240,9 +285,23 @@ func (r *Report) targets() []Target {
 				atLeast("trivial map items/s over 3 nodes", res.ItemsPerSecond, "items/s", 300_000)
 			}
 		}
+		if c := m.Cost(CostGoAPI); c != nil && c.Nodes == 1 {
+			atLeast("trivial map items/s, Go API, client and 1 node process", c.ItemsPerSecond, "items/s", 1_000_000)
+		}
+		if c := m.Cost(CostSubmit); c != nil && c.Nodes == 1 {
+			atLeast("trivial map items/s, shoal submit --range to a pipe, 1 node", c.ItemsPerSecond, "items/s", 800_000)
+		}
 		if m.IdleMiB > 0 {
 			atMost("idle node, resident memory", m.IdleMiB, "MiB", 40)
 		}
+	}
+	if mem := r.Memory; mem != nil && len(mem.Results) > 0 {
+		if last := mem.Results[len(mem.Results)-1]; last.ClientPeakMiB > 0 {
+			atMost(fmt.Sprintf("client peak resident memory, shoal submit of %s items", thousands(float64(last.Items))), last.ClientPeakMiB, "MiB", 64)
+		}
+	}
+	if d := r.Dask; d != nil && d.ShoalVsDask > 0 {
+		atLeast("trivial map items/s, Shoal / Dask's client.map", d.ShoalVsDask, "x", 1000)
 	}
 	if c := r.Cache; c != nil {
 		for _, b := range c.Backends {

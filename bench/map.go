@@ -26,6 +26,10 @@ type MapConfig struct {
 	// Items is the trivial job's size: square of 0..Items-1. Default
 	// 100,000.
 	Items int `json:"items"`
+	// SubmitItems is the size of the same job run through `shoal submit
+	// --range` beside the floors: larger than Items, so that starting the
+	// process (some 40 ms) weighs little. Default 1,000,000.
+	SubmitItems int `json:"submit_items"`
 	// Jobs is how many times each job is measured per grid, after one
 	// unmeasured warm-up; the median counts. Default 5.
 	Jobs int `json:"jobs"`
@@ -65,6 +69,51 @@ type MapReport struct {
 	// IdleAnonMiB is the most memory of its own (not pages of the binary,
 	// which nodes on one machine share) any node held idle.
 	IdleAnonMiB float64 `json:"idle_anon_rss_mib"`
+	// PerItem is the square job's cost per item done without Shoal (the
+	// floors: a plain loop, msgpack, loopback TCP) and with it (through
+	// the Go API and through shoal submit, on the smallest grid), all
+	// timed in turns with the grids.
+	PerItem []ItemCost `json:"per_item"`
+}
+
+// ItemCost is the square job done one way: a floor of this machine, or
+// Shoal end to end.
+type ItemCost struct {
+	// Name is loop, msgpack or tcp for the floors, go-api or submit for
+	// Shoal.
+	Name  string `json:"name"`
+	What  string `json:"what"`
+	Floor bool   `json:"floor"`
+	// Nodes is the node processes Shoal's rows ran on; 0 for the floors.
+	Nodes          int       `json:"nodes,omitempty"`
+	Items          int       `json:"items"`
+	JobSeconds     []float64 `json:"job_seconds"`
+	ItemsPerSecond float64   `json:"items_per_second"`
+	NanosPerItem   float64   `json:"ns_per_item"`
+	// GoAPIVsThis and SubmitVsThis are Shoal's time per item, through the
+	// Go API and through shoal submit, as a multiple of this row's: how
+	// far Shoal is from this floor.
+	GoAPIVsThis  float64 `json:"go_api_vs_this"`
+	SubmitVsThis float64 `json:"submit_vs_this"`
+}
+
+// The names of the ItemCost rows.
+const (
+	CostLoop    = "loop"
+	CostMsgpack = "msgpack"
+	CostTCP     = "tcp"
+	CostGoAPI   = "go-api"
+	CostSubmit  = "submit"
+)
+
+// Cost returns the row of that name, or nil.
+func (m *MapReport) Cost(name string) *ItemCost {
+	for i := range m.PerItem {
+		if m.PerItem[i].Name == name {
+			return &m.PerItem[i]
+		}
+	}
+	return nil
 }
 
 // MapResult is one job on one grid.
@@ -102,20 +151,43 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 	for i := range squares {
 		squares[i] = i
 	}
-	trivial := func(g *Grid) error {
-		out, err := shoal.Map[int, int](ctx, g.Client, "square", squares, shoal.WithoutCache())
-		if err != nil {
-			return err
-		}
-		for _, i := range []int{0, len(out) / 2, len(out) - 1} {
-			if out[i] != i*i {
-				return fmt.Errorf("square(%d) = %d", i, out[i])
-			}
-		}
-		return nil
-	}
-	if report.Trivial, err = timeJobs(ctx, "map: trivial", onGrids(grids, trivial), cfg.Jobs, cfg.Items, 0, p); err != nil {
+	trivial := func(g *Grid) error { return squareJob(ctx, g.Client, squares) }
+	p.printf("map: starting the TCP floor's peer process")
+	tcp, err := startTCPFloor(ctx, cfg.Binary, squares)
+	if err != nil {
 		return nil, err
+	}
+	defer tcp.close()
+	squaresSum := squareSum(squares)
+	msgpackFloor := newMsgpackFloor(squares)
+	floors := []runner{
+		{what: "plain loop", job: func() error {
+			sum, err := squareLoop(squares)
+			if err == nil && sum != squaresSum {
+				err = fmt.Errorf("the loop's squares sum to %d, want %d", sum, squaresSum)
+			}
+			return err
+		}},
+		{what: "msgpack floor", job: msgpackFloor.run},
+		{what: "TCP floor", job: tcp.run},
+	}
+	for i := range floors {
+		floors[i].repeat = max(1, floorItemsPerTurn/cfg.Items)
+	}
+	smallest := grids[0]
+	submit := runner{nodes: len(smallest.Nodes), what: "shoal submit", items: cfg.SubmitItems, job: func() error {
+		_, err := submitRange(ctx, cfg.Binary, smallest.Nodes[0].RPC, cfg.SubmitItems)
+		return err
+	}}
+	runners := append(append(floors, onGrids(grids, trivial)...), submit)
+	timed, err := timeJobs(ctx, "map: trivial", runners, cfg.Jobs, cfg.Items, 0, nodePids(grids), p)
+	if err != nil {
+		return nil, err
+	}
+	report.Trivial = speedUps(timed[len(floors) : len(timed)-1])
+	report.PerItem = itemCosts(timed[:len(floors)], report.Trivial[0], timed[len(timed)-1])
+	if err := tcp.close(); err != nil {
+		p.printf("map: the TCP floor's peer: %v", err)
 	}
 	largest := grids[len(grids)-1]
 	p.printf("map: %d one-item jobs over %d node%s", cfg.OneItemJobs, len(largest.Nodes), plural(len(largest.Nodes)))
@@ -162,15 +234,12 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 	}
 	// The plain loop takes its turns beside the grids, so the overhead is
 	// measured under the same conditions.
-	plain := runner{0, func() error { _, err := hashLocally(ctx, texts); return err }}
-	cpu, err := timeJobs(ctx, "map: sha256", append([]runner{plain}, onGrids(cpuGrids, hashes)...), cfg.Jobs, cfg.CPUItems, 1, p)
+	plain := runner{what: "plain loop", job: func() error { _, err := hashLocally(ctx, texts); return err }}
+	cpu, err := timeJobs(ctx, "map: sha256", append([]runner{plain}, onGrids(cpuGrids, hashes)...), cfg.Jobs, cfg.CPUItems, 1, nodePids(cpuGrids), p)
 	if err != nil {
 		return nil, err
 	}
-	report.LocalCPUItemMicros, report.CPU = cpu[0].MicrosPerItem, cpu[1:]
-	for i := range report.CPU {
-		report.CPU[i].SpeedUp = Ratio(report.CPU[i].ItemsPerSecond, report.CPU[0].ItemsPerSecond)
-	}
+	report.LocalCPUItemMicros, report.CPU = cpu[0].MicrosPerItem, speedUps(cpu[1:])
 	if report.CPU[0].Nodes == 1 {
 		report.CPUItemOverheadMicros = report.CPU[0].MicrosPerItem - report.LocalCPUItemMicros
 	}
@@ -178,25 +247,93 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 }
 
 // runner is one of the things a job is timed on, side by side: a grid, or
-// (nodes 0) a plain loop in this process.
+// (nodes 0) a floor in this process.
 type runner struct {
 	nodes int
-	job   func() error
+	what  string // for errors; "over N nodes" when empty
+	items int    // the job's size, when not that of the others
+	// repeat is how many times the job runs in each turn, its time the
+	// mean of them: a floor's job of milliseconds, run once, would be
+	// at the mercy of any other process's time slice.
+	repeat int
+	job    func() error
 }
+
+// floorItemsPerTurn is how many items a floor handles in each of its
+// turns, its job repeated as needed.
+const floorItemsPerTurn = 1_000_000
 
 // onGrids returns a runner per grid doing job.
 func onGrids(grids []*Grid, job func(*Grid) error) []runner {
 	rs := make([]runner, len(grids))
 	for i, g := range grids {
-		rs[i] = runner{len(g.Nodes), func() error { return job(g) }}
+		rs[i] = runner{nodes: len(g.Nodes), job: func() error { return job(g) }}
 	}
 	return rs
 }
 
+// squareJob is the trivial job through the Go API: square of every item,
+// results checked. Every Go API square job of the scenarios is this one
+// call, so that feeding the items as a stream instead of a slice is a
+// change here alone.
+func squareJob(ctx context.Context, c *shoal.Client, items []int) error {
+	out, err := shoal.Map[int, int](ctx, c, "square", items, shoal.WithoutCache())
+	if err != nil {
+		return err
+	}
+	if len(out) != len(items) {
+		return fmt.Errorf("%d results for %d items", len(out), len(items))
+	}
+	for _, i := range []int{0, len(out) / 2, len(out) - 1} {
+		if out[i] != items[i]*items[i] {
+			return fmt.Errorf("square(%d) = %d", items[i], out[i])
+		}
+	}
+	return nil
+}
+
+// speedUps sets each result's SpeedUp relative to the first's, and
+// returns them.
+func speedUps(results []MapResult) []MapResult {
+	for i := range results {
+		results[i].SpeedUp = Ratio(results[i].ItemsPerSecond, results[0].ItemsPerSecond)
+	}
+	return results
+}
+
+// itemCosts makes the per-item table: the floors, then Shoal through the
+// Go API (the smallest grid's trivial job) and through shoal submit on the
+// same grid, each with Shoal's ratios to it.
+func itemCosts(floors []MapResult, goAPI, submit MapResult) []ItemCost {
+	row := func(name, what string, floor bool, r MapResult) ItemCost {
+		return ItemCost{Name: name, What: what, Floor: floor, Nodes: r.Nodes, Items: r.Items, JobSeconds: r.JobSeconds,
+			ItemsPerSecond: r.ItemsPerSecond, NanosPerItem: r.MicrosPerItem * 1000}
+	}
+	nodes := "client and 1 node process"
+	if goAPI.Nodes > 1 {
+		nodes = fmt.Sprintf("client and %d node processes", goAPI.Nodes)
+	}
+	costs := []ItemCost{
+		row(CostLoop, "plain Go loop of square", true, floors[0]),
+		row(CostMsgpack, fmt.Sprintf("msgpack encode+decode of args and results, chunks of %s", thousands(FloorChunkItems)), true, floors[1]),
+		row(CostTCP, "the job's msgpack-rpc bytes both ways over loopback TCP, 2 processes", true, floors[2]),
+		row(CostGoAPI, "Shoal, Go API, "+nodes, false, goAPI),
+		row(CostSubmit, "Shoal, shoal submit --range --no-cache, output to a pipe, "+nodes, false, submit),
+	}
+	for i := range costs {
+		costs[i].GoAPIVsThis = Ratio(costs[3].NanosPerItem, costs[i].NanosPerItem)
+		costs[i].SubmitVsThis = Ratio(costs[4].NanosPerItem, costs[i].NanosPerItem)
+	}
+	return costs
+}
+
 // timeJobs runs every runner's job once to warm it, then jobs more times
 // each, the runners taking turns, and reports the median job of each.
-// SpeedUp is relative to the first runner.
-func timeJobs(ctx context.Context, name string, runners []runner, jobs, items, slots int, p progressLog) ([]MapResult, error) {
+//
+// Before each job it collects this process's garbage and waits for the
+// processes pids (the grids' nodes) to go idle, so that no job pays for
+// the one before: the garbage it left, the work its nodes went on with.
+func timeJobs(ctx context.Context, name string, runners []runner, jobs, items, slots int, pids []int, p progressLog) ([]MapResult, error) {
 	took := make([][]time.Duration, len(runners))
 	for round := 0; round <= jobs; round++ {
 		if round == 0 {
@@ -205,12 +342,21 @@ func timeJobs(ctx context.Context, name string, runners []runner, jobs, items, s
 			p.printf("%s: job %d of %d on each grid", name, round, jobs)
 		}
 		for i, r := range runners {
+			runtime.GC()
+			settle(ctx, pids)
+			repeat := max(1, r.repeat)
 			start := time.Now()
-			if err := r.job(); err != nil {
-				return nil, fmt.Errorf("bench: %s over %d nodes: %w", name, r.nodes, err)
+			for range repeat {
+				if err := r.job(); err != nil {
+					what := r.what
+					if what == "" {
+						what = fmt.Sprintf("over %d nodes", r.nodes)
+					}
+					return nil, fmt.Errorf("bench: %s, %s: %w", name, what, err)
+				}
 			}
 			if round > 0 {
-				took[i] = append(took[i], time.Since(start))
+				took[i] = append(took[i], time.Since(start)/time.Duration(repeat))
 			}
 			if err := ctx.Err(); err != nil {
 				return nil, err
@@ -221,15 +367,18 @@ func timeJobs(ctx context.Context, name string, runners []runner, jobs, items, s
 	for i, r := range runners {
 		secs := seconds(took[i])
 		median := Median(secs)
+		n := items
+		if r.items > 0 {
+			n = r.items
+		}
 		results[i] = MapResult{
 			Nodes:          r.nodes,
 			Slots:          slots,
-			Items:          items,
+			Items:          n,
 			JobSeconds:     secs,
-			ItemsPerSecond: Ratio(float64(items), median),
-			MicrosPerItem:  median * 1e6 / float64(items),
+			ItemsPerSecond: Ratio(float64(n), median),
+			MicrosPerItem:  median * 1e6 / float64(n),
 		}
-		results[i].SpeedUp = Ratio(results[i].ItemsPerSecond, results[0].ItemsPerSecond)
 	}
 	return results, nil
 }
@@ -330,6 +479,17 @@ func closeGrids(grids []*Grid) error {
 		g.Client, g.Nodes = nil, nil
 	}
 	return errors.Join(all...)
+}
+
+// nodePids returns the process ids of every node of the grids.
+func nodePids(grids []*Grid) []int {
+	var pids []int
+	for _, g := range grids {
+		for _, n := range g.Nodes {
+			pids = append(pids, n.Pid())
+		}
+	}
+	return pids
 }
 
 // mostMemory returns the largest of one memory figure over every node, in

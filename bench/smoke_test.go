@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -20,19 +21,23 @@ func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
 func tinyConfig(t *testing.T) Config {
 	return Config{
 		RPC: RPCConfig{Duration: 60 * time.Millisecond, Turns: 2, Callers: []int{1, 4}, Payload: 16},
-		Map: MapConfig{Binary: testutil.ShoalBinary(t), Nodes: []int{1, 2}, Items: 300, Jobs: 1, OneItemJobs: 3,
+		Map: MapConfig{Binary: testutil.ShoalBinary(t), Nodes: []int{1, 2}, Items: 2500, SubmitItems: 700, Jobs: 1, OneItemJobs: 3,
 			CPUNodes: []int{1, 2}, CPUItems: 4, CPURounds: 200},
+		Memory:  MemoryConfig{Sizes: []int{3000, 300}, Nodes: 1},
+		Dask:    DaskConfig{Workers: 1, Items: 40, Jobs: 1},
 		Cache:   CacheConfig{Nodes: 2, Memcached: 2, Items: 300, Rounds: 10, Jobs: 2},
 		Version: "test",
 	}
 }
 
 // TestEveryScenarioAtATinySize runs `shoal bench all` small, against real
-// node and memcached processes, and checks every figure is there and
-// consistent, and that the table, the JSON and the plots come out.
+// node and memcached processes (and Dask, where it is installed), and
+// checks every figure is there and consistent, and that the table, the
+// JSON and the plots come out.
 func TestEveryScenarioAtATinySize(t *testing.T) {
 	testutil.CheckGoroutines(t)
 	memcached := os.Getenv("SHOAL_REQUIRE_MEMCACHED") == "1"
+	dask := os.Getenv("SHOAL_REQUIRE_DASK") == "1"
 	var progress bytes.Buffer
 	cfg := tinyConfig(t)
 	cfg.Progress = &progress
@@ -77,6 +82,35 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	if runtime.GOOS == "linux" && (m.IdleMiB <= 1 || m.PeakMiB < m.IdleMiB || m.IdleAnonMiB <= 0 || m.IdleAnonMiB > m.IdleMiB) {
 		t.Errorf("node memory: idle %v MiB (own %v MiB), peak %v MiB", m.IdleMiB, m.IdleAnonMiB, m.PeakMiB)
 	}
+	checkItemCosts(t, m, 2500, 700)
+
+	mem := r.Memory
+	if len(mem.Results) != 2 || len(mem.Skipped) != 0 {
+		t.Fatalf("memory: %+v", mem)
+	}
+	for i, res := range mem.Results {
+		if want := []int{300, 3000}[i]; res.Items != want || res.Seconds <= 0 || res.ItemsPerSecond <= 0 {
+			t.Errorf("memory job %d: %+v, want %d items", i, res, want)
+		}
+		if runtime.GOOS == "linux" && (res.ClientPeakMiB <= 1 || len(res.NodePeakMiB) != 1 || res.NodePeakMiB[0] <= 1) {
+			t.Errorf("memory job of %d items: client %v MiB, nodes %v MiB", res.Items, res.ClientPeakMiB, res.NodePeakMiB)
+		}
+	}
+
+	d := r.Dask
+	daskRan := d.Skipped == ""
+	if dask && !daskRan {
+		t.Errorf("SHOAL_REQUIRE_DASK=1 but Dask was skipped: %s", d.Skipped)
+	}
+	if daskRan {
+		if d.Items != 40 || d.Workers != 1 || d.ThreadsPerWorker < 1 || d.Version == "" || len(d.Dask.JobSeconds) != 1 ||
+			len(d.Shoal.JobSeconds) != shoalJobsPerTurn || d.Dask.ItemsPerSecond <= 0 || d.Shoal.ItemsPerSecond <= 0 ||
+			d.ShoalVsDask != d.Shoal.ItemsPerSecond/d.Dask.ItemsPerSecond {
+			t.Errorf("dask: %+v", d)
+		}
+	} else if !strings.Contains(d.Skipped, "apt-get install -y python3-distributed") {
+		t.Errorf("dask skipped without saying how to install it: %q", d.Skipped)
+	}
 
 	names := []string{}
 	for _, b := range r.Cache.Backends {
@@ -93,8 +127,13 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	if strings.Join(names, ",") != wantNames {
 		t.Errorf("cache backends %v, want %s (skipped: %v)", names, wantNames, r.Cache.Skipped)
 	}
-	if len(r.Targets) != 2+len(r.Cache.Backends) { // no 64 callers, no 3 nodes
-		t.Errorf("targets: %+v", r.Targets)
+	// No 64 callers, no 3 nodes; the Dask ratio only where it ran.
+	wantTargets := 5 + len(r.Cache.Backends)
+	if daskRan {
+		wantTargets++
+	}
+	if len(r.Targets) != wantTargets {
+		t.Errorf("%d targets, want %d: %+v", len(r.Targets), wantTargets, r.Targets)
 	}
 	if !strings.Contains(progress.String(), "cache: warm run 2 of 2") {
 		t.Errorf("progress lacks the last step:\n%s", progress.String())
@@ -104,8 +143,16 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	if err := WriteTable(&table, r); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"Shoal test, go", "\nrpc: 16-byte echo", "\nmap: square of 300 items", "\nmap: sha256 of 200 rounds",
-		"\ncache: sha256 of 10 rounds", "in-memory  ", "\ntarget  ", "idle node, resident memory"} {
+	wantInTable := []string{"Shoal test, go", "\nrpc: 16-byte echo", "\nmap: square of 2,500 items", "\nmap: sha256 of 200 rounds",
+		"\ncache: sha256 of 10 rounds", "in-memory  ", "\ntarget  ", "idle node, resident memory",
+		"\nplain Go loop of square  ", "\nShoal, shoal submit --range", "\nmemory: shoal submit --range 0:N", "\n3,000  ",
+		"client peak resident memory, shoal submit of 3,000 items"}
+	if daskRan {
+		wantInTable = append(wantInTable, "\ndask: square of 40 items per job, 1 worker process", "Shoal does ")
+	} else {
+		wantInTable = append(wantInTable, "apt-get install -y python3-distributed")
+	}
+	for _, want := range wantInTable {
 		if !strings.Contains(table.String(), want) {
 			t.Errorf("table lacks %q:\n%s", want, table.String())
 		}
@@ -120,7 +167,10 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 		t.Fatal(err)
 	}
 	if decoded.Map.Trivial[1].ItemsPerSecond != m.Trivial[1].ItemsPerSecond || decoded.Machine != r.Machine ||
-		decoded.Config.Map.Items != 300 || len(decoded.Targets) != len(r.Targets) {
+		decoded.Config.Map.Items != 2500 || len(decoded.Targets) != len(r.Targets) ||
+		len(decoded.Map.PerItem) != 5 || decoded.Map.PerItem[2].NanosPerItem != m.PerItem[2].NanosPerItem ||
+		len(decoded.Memory.Results) != 2 || decoded.Memory.Results[1].ClientPeakMiB != mem.Results[1].ClientPeakMiB ||
+		decoded.Dask.ShoalVsDask != d.ShoalVsDask || decoded.Dask.Skipped != d.Skipped {
 		t.Errorf("JSON round trip lost figures:\n%s", encoded)
 	}
 
@@ -144,12 +194,53 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	}
 }
 
+// checkItemCosts checks the map scenario's table of floors and Shoal's
+// rows: every row measured, Shoal's rows the same figures as the grid's,
+// and the ratios Shoal's time per item over each row's.
+func checkItemCosts(t *testing.T, m *MapReport, items, submitItems int) {
+	t.Helper()
+	var names []string
+	for _, c := range m.PerItem {
+		names = append(names, c.Name)
+		wantItems := items
+		if c.Name == CostSubmit {
+			wantItems = submitItems
+		}
+		if c.Items != wantItems || len(c.JobSeconds) != 1 || c.ItemsPerSecond <= 0 || c.NanosPerItem <= 0 ||
+			c.Floor != (c.Nodes == 0) || c.What == "" {
+			t.Errorf("per item, %s: %+v", c.Name, c)
+		}
+		if math.Abs(c.NanosPerItem*c.ItemsPerSecond-1e9) > 1e3 {
+			t.Errorf("per item, %s: %v ns an item at %v items/s", c.Name, c.NanosPerItem, c.ItemsPerSecond)
+		}
+	}
+	if got := strings.Join(names, ","); got != "loop,msgpack,tcp,go-api,submit" {
+		t.Fatalf("per-item rows %s", got)
+	}
+	goAPI, submit := m.Cost(CostGoAPI), m.Cost(CostSubmit)
+	if goAPI.ItemsPerSecond != m.Trivial[0].ItemsPerSecond || goAPI.Nodes != 1 || submit.Nodes != 1 {
+		t.Errorf("Shoal's rows %+v, %+v; the 1-node grid's job %+v", goAPI, submit, m.Trivial[0])
+	}
+	for _, c := range m.PerItem {
+		if math.Abs(c.GoAPIVsThis-goAPI.NanosPerItem/c.NanosPerItem) > 1e-9*c.GoAPIVsThis ||
+			math.Abs(c.SubmitVsThis-submit.NanosPerItem/c.NanosPerItem) > 1e-9*c.SubmitVsThis {
+			t.Errorf("per item, %s: ratios %v and %v", c.Name, c.GoAPIVsThis, c.SubmitVsThis)
+		}
+	}
+}
+
 func TestRunRejectsBadScenariosAndSizes(t *testing.T) {
 	if _, err := Run(context.Background(), Config{}, "rpc", "disk"); err == nil || !strings.Contains(err.Error(), `unknown scenario "disk"`) {
 		t.Errorf("unknown scenario: %v", err)
 	}
-	if _, err := Run(context.Background(), Config{}, "map"); err == nil || !strings.Contains(err.Error(), "needs the shoal binary") {
-		t.Errorf("map without a binary: %v", err)
+	for _, scenario := range []string{"map", "memory", "dask"} {
+		if _, err := Run(context.Background(), Config{}, scenario); err == nil || !strings.Contains(err.Error(), "needs the shoal binary") {
+			t.Errorf("%s without a binary: %v", scenario, err)
+		}
+	}
+	if _, err := Run(context.Background(), Config{Memory: MemoryConfig{Sizes: []int{10, 10}}}, "memory"); err == nil ||
+		!strings.Contains(err.Error(), "memory-sizes repeat a value") {
+		t.Errorf("repeated memory sizes: %v", err)
 	}
 	if _, err := Run(context.Background(), Config{Map: MapConfig{CPUNodes: []int{0}}}, "map"); err == nil {
 		t.Error("no error for a grid of 0 nodes")

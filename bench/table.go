@@ -39,6 +39,11 @@ func WriteTable(w io.Writer, r *Report) error {
 		mapTable(tw, mp.Trivial)
 		fmt.Fprintf(tw, "a one-item job over %d node%s: p50 %s, p99 %s (%d jobs)\n",
 			mp.OneItemJobNodes, plural(mp.OneItemJobNodes), micro(mp.OneItemJob.P50), micro(mp.OneItemJob.P99), c.OneItemJobs)
+		if len(mp.PerItem) > 0 {
+			fmt.Fprintf(tw, "\nmap: the square job done without Shoal (this machine's floors) and with it, in turns with the grids; median of %d job%s\n",
+				c.Jobs, plural(c.Jobs))
+			itemCostTable(tw, mp.PerItem)
+		}
 		fmt.Fprintf(tw, "\nmap: sha256 of %s rounds, %d items per job, 1 slot per node; median of %d job%s\n", thousands(float64(c.CPURounds)), c.CPUItems, c.Jobs, plural(c.Jobs))
 		mapTable(tw, mp.CPU)
 		if mp.LocalCPUItemMicros > 0 && mp.CPU[0].Nodes == 1 {
@@ -54,6 +59,12 @@ func WriteTable(w io.Writer, r *Report) error {
 			fmt.Fprintf(tw, "node memory, largest of any node: idle %.1f MiB resident, %.1f MiB anonymous (the rest: pages of the binary, shared); under load %.1f MiB at most\n",
 				mp.IdleMiB, mp.IdleAnonMiB, mp.PeakMiB)
 		}
+	}
+	if mem := r.Memory; mem != nil {
+		memoryTable(tw, mem, r.Config.Memory)
+	}
+	if d := r.Dask; d != nil {
+		daskTable(tw, d, r.Config.Dask)
 	}
 	if ch := r.Cache; ch != nil {
 		c := r.Config.Cache
@@ -87,6 +98,70 @@ func mapTable(w io.Writer, results []MapResult) {
 	for _, res := range results {
 		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\n", res.Nodes, thousands(res.ItemsPerSecond), micro(res.MicrosPerItem),
 			seconds3(Median(res.JobSeconds)), times(res.SpeedUp))
+	}
+}
+
+// itemCostTable prints the floors and Shoal's rows, each with Shoal's
+// time per item as a multiple of the row's.
+func itemCostTable(w io.Writer, costs []ItemCost) {
+	fmt.Fprintln(w, "what\titems\titems/s\tns/item\tGo API ÷ this\tsubmit ÷ this")
+	for _, c := range costs {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", c.What, thousands(float64(c.Items)), thousands(c.ItemsPerSecond), nanos(c.NanosPerItem),
+			times(c.GoAPIVsThis), times(c.SubmitVsThis))
+	}
+}
+
+func memoryTable(w io.Writer, mem *MemoryReport, c MemoryConfig) {
+	fmt.Fprintf(w, "\nmemory: shoal submit --range 0:N --no-cache square, output to a pipe, %d fresh node process%s per job; peak resident memory\n",
+		c.Nodes, es(c.Nodes))
+	fmt.Fprintln(w, "items\tclient peak\tnode peaks\titems/s\tjob")
+	for _, res := range mem.Results {
+		nodes := make([]string, len(res.NodePeakMiB))
+		for i, n := range res.NodePeakMiB {
+			nodes[i] = fmt.Sprintf("%.0f", n)
+		}
+		nodePeaks := "-"
+		if len(nodes) > 0 {
+			nodePeaks = strings.Join(nodes, ", ") + " MiB"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", thousands(float64(res.Items)), mib(res.ClientPeakMiB), nodePeaks,
+			thousands(res.ItemsPerSecond), seconds3(res.Seconds))
+	}
+	for _, skipped := range mem.Skipped {
+		fmt.Fprintf(w, "note: %s\n", skipped)
+	}
+}
+
+func daskTable(w io.Writer, d *DaskReport, c DaskConfig) {
+	if d.Skipped != "" {
+		fmt.Fprintf(w, "\ndask: Dask's client.map beside Shoal, %d worker process%s\nnote: %s\n", c.Workers, es(c.Workers), d.Skipped)
+		return
+	}
+	fmt.Fprintf(w, "\ndask: square of %s items per job, %d worker process%s of %d thread%s (Dask, distributed %s) and %d node process%s (Shoal); median of %d turn%s (Shoal: %d jobs a turn)\n",
+		thousands(float64(d.Items)), d.Workers, es(d.Workers), d.ThreadsPerWorker, plural(d.ThreadsPerWorker), d.Version,
+		d.Workers, es(d.Workers), c.Jobs, plural(c.Jobs), shoalJobsPerTurn)
+	fmt.Fprintln(w, "system\titems/s\tjob (median)")
+	fmt.Fprintf(w, "Shoal, Go API shoal.Map\t%s\t%s\n", thousands(d.Shoal.ItemsPerSecond), seconds3(Median(d.Shoal.JobSeconds)))
+	fmt.Fprintf(w, "Dask, client.map + gather\t%s\t%s\n", thousands(d.Dask.ItemsPerSecond), seconds3(Median(d.Dask.JobSeconds)))
+	fmt.Fprintf(w, "Shoal does %s the items per second of Dask\n", times(d.ShoalVsDask))
+}
+
+func mib(v float64) string {
+	if v <= 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f MiB", v)
+}
+
+// nanos formats nanoseconds with three significant figures, at least.
+func nanos(ns float64) string {
+	switch {
+	case ns >= 1000:
+		return thousands(ns)
+	case ns >= 10:
+		return fmt.Sprintf("%.1f", ns)
+	default:
+		return fmt.Sprintf("%.2f", ns)
 	}
 }
 
@@ -136,8 +211,13 @@ func seconds3(s float64) string { return fmt.Sprintf("%.3fs", s) }
 
 // times formats a ratio, or "-" where one figure was missing.
 func times(r float64) string {
-	if r == 0 {
+	switch {
+	case r == 0:
 		return "-"
+	case r >= 100:
+		return thousands(r) + "x"
+	case r >= 10:
+		return fmt.Sprintf("%.1fx", r)
 	}
 	return fmt.Sprintf("%.2fx", r)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -23,7 +24,7 @@ type benchOptions struct {
 func newBenchCmd(g *globalOptions) *cobra.Command {
 	o := &benchOptions{cfg: bench.DefaultConfig()}
 	cmd := &cobra.Command{
-		Use:   "bench [rpc|map|cache|all]...",
+		Use:   "bench [rpc|map|memory|dask|cache|all]...",
 		Short: "Measure Shoal side by side with references on this machine",
 		Long: `Run benchmark scenarios on this machine, everything on 127.0.0.1, and print
 a table of the figures on stdout (progress goes to stderr). Each scenario
@@ -35,17 +36,29 @@ so a noisy machine slows them alike:
          latency and the ratios between them; "shoal" calls a function
          registered Inline, "shoal-worker" the same without Inline
   map    square items end to end over grids of 1, 2 and 3 node processes
-         (started from this binary), sha256 items over 1 and 2 nodes of
-         one slot each with the speed-up, what a one-item job costs, what
-         the grid adds per item, and each node's resident memory
+         (started from this binary), beside the same job's floors on this
+         machine (a plain loop, msgpack encoding and decoding, its bytes
+         over loopback TCP between two processes) and through shoal
+         submit, with Shoal's cost per item as a multiple of each; sha256
+         items over 1 and 2 nodes of one slot each with the speed-up, what
+         a one-item job costs, what the grid adds per item, and each
+         node's resident memory
+  memory shoal submit --range 0:N --no-cache square for each N of
+         --memory-sizes on fresh nodes: the client's and every node's
+         peak resident memory (a size the client would need more than
+         --memory-budget MiB for, growing as it did, is skipped)
+  dask   the square job through Dask's client.map and through Shoal, over
+         as many worker processes as node processes, in turns, where a
+         python3 imports distributed (else the table says how to
+         install it: apt-get install -y python3-distributed)
   cache  the same sha256 job cold and then warm, with the results in
          memcached servers (started on free ports if memcached is on the
          PATH) and in the in-memory cache: items/s and warm/cold ratio
   all    every scenario (the default)
 
 The table ends with the targets Shoal aims for and whether this run met
-them. A full run takes about a minute on a 2-core machine; --quick runs
-smaller sizes in about 15 seconds. Flags set sizes one by one and win over --quick.`,
+them. A full run takes a few minutes on a 2-core machine; --quick runs
+smaller sizes in about a minute. Flags set sizes one by one and win over --quick.`,
 		Example: `  shoal bench --quick
   shoal bench all --json bench.json --plot bench.svg
   shoal bench rpc --duration 10s --callers 1,8,64
@@ -56,7 +69,7 @@ smaller sizes in about 15 seconds. Flags set sizes one by one and win over --qui
 		},
 	}
 	f := cmd.Flags()
-	f.BoolVar(&o.quick, "quick", false, "small sizes: a run of well under a minute")
+	f.BoolVar(&o.quick, "quick", false, "small sizes: a run of about a minute")
 	f.StringVar(&o.jsonPath, "json", "", "also write every figure, the machine and the Shoal version to this JSON file")
 	f.StringVar(&o.plotPath, "plot", "", "also draw throughput against node count and latency percentiles to this .svg or .png file")
 	bindBenchFlags(f, &o.cfg)
@@ -72,11 +85,19 @@ func bindBenchFlags(fs *pflag.FlagSet, c *bench.Config) {
 	fs.IntVar(&c.RPC.Payload, "payload", c.RPC.Payload, "rpc: bytes each call carries each way")
 	fs.IntSliceVar(&c.Map.Nodes, "nodes", c.Map.Nodes, "map: grid sizes for the square job")
 	fs.IntVar(&c.Map.Items, "items", c.Map.Items, "map: items in the square job")
+	fs.IntVar(&c.Map.SubmitItems, "submit-items", c.Map.SubmitItems, "map: items in the same job through shoal submit --range, beside the floors")
 	fs.IntVar(&c.Map.Jobs, "jobs", c.Map.Jobs, "map: measured jobs per grid (after a warm-up); the median counts")
 	fs.IntVar(&c.Map.OneItemJobs, "one-item-jobs", c.Map.OneItemJobs, "map: one-item jobs timed for a job's fixed cost")
 	fs.IntSliceVar(&c.Map.CPUNodes, "cpu-nodes", c.Map.CPUNodes, "map: grid sizes (1 slot per node) for the sha256 job")
 	fs.IntVar(&c.Map.CPUItems, "cpu-items", c.Map.CPUItems, "map: items in the sha256 job")
 	fs.IntVar(&c.Map.CPURounds, "cpu-rounds", c.Map.CPURounds, "map: SHA-256 rounds per item of the sha256 job")
+	fs.IntSliceVar(&c.Memory.Sizes, "memory-sizes", c.Memory.Sizes, "memory: items of each shoal submit --range job")
+	fs.IntVar(&c.Memory.Nodes, "memory-nodes", c.Memory.Nodes, "memory: node processes of each job's grid")
+	fs.IntVar(&c.Memory.BudgetMiB, "memory-budget", c.Memory.BudgetMiB, "memory: MiB the client may need; a size it would pass, growing as it did, is skipped")
+	fs.IntVar(&c.Dask.Workers, "dask-workers", c.Dask.Workers, "dask: Dask's worker processes and Shoal's node processes")
+	fs.IntVar(&c.Dask.Items, "dask-items", c.Dask.Items, "dask: items in the square job")
+	fs.IntVar(&c.Dask.Jobs, "dask-jobs", c.Dask.Jobs, "dask: measured jobs of each system (after a warm-up); the median counts")
+	fs.StringVar(&c.Dask.Python, "python", c.Dask.Python, "dask: the Python to run Dask with (default /usr/bin/python3, then python3 on the PATH)")
 	fs.IntVar(&c.Cache.Nodes, "cache-nodes", c.Cache.Nodes, "cache: nodes in the grid")
 	fs.IntVar(&c.Cache.Memcached, "memcached-servers", c.Cache.Memcached, "cache: memcached servers holding the results")
 	fs.IntVar(&c.Cache.Items, "cache-items", c.Cache.Items, "cache: items in the job")
@@ -133,9 +154,11 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions, args []s
 			return err
 		}
 	}
-	if slices.Contains(scenarios, bench.ScenarioMap) {
-		if cfg.Map.Binary, err = os.Executable(); err != nil {
-			return fmt.Errorf("the map scenario starts nodes from this binary: %w", err)
+	for _, s := range []string{bench.ScenarioMap, bench.ScenarioMemory, bench.ScenarioDask} {
+		if slices.Contains(scenarios, s) && cfg.Map.Binary == "" {
+			if cfg.Map.Binary, err = os.Executable(); err != nil {
+				return fmt.Errorf("the %s scenario starts nodes from this binary: %w", s, err)
+			}
 		}
 	}
 	cfg.Version = shoalVersion()
@@ -180,7 +203,7 @@ func benchScenarios(args []string) ([]string, error) {
 	}
 	for _, a := range args {
 		if !slices.Contains(bench.Scenarios, a) {
-			return nil, fmt.Errorf("unknown scenario %q: want rpc, map, cache or all", a)
+			return nil, fmt.Errorf("unknown scenario %q: want %s or all", a, strings.Join(bench.Scenarios, ", "))
 		}
 	}
 	return out, nil
@@ -211,4 +234,18 @@ func writable(path string) error {
 		os.Remove(path)
 	}
 	return nil
+}
+
+// newBenchFloorPeerCmd is the far end of the bench's TCP floor, which the
+// map scenario runs from this binary: hidden, as no one runs it by hand.
+func newBenchFloorPeerCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:    bench.FloorPeerCommand,
+		Short:  "The far end of shoal bench's loopback TCP floor (started by shoal bench)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return bench.ServeFloorPeer(cmd.InOrStdin(), cmd.OutOrStdout())
+		},
+	}
 }

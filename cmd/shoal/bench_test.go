@@ -39,8 +39,8 @@ func TestBenchCommand(t *testing.T) {
 	}
 
 	jsonPath = filepath.Join(dir, "map.json")
-	_, stderr, code = runShoal(t, nil, "bench", "map", "--quick", "--nodes", "1", "--cpu-nodes", "1", "--jobs", "1",
-		"--one-item-jobs", "2", "--cpu-items", "2", "--json", jsonPath)
+	stdout, stderr, code = runShoal(t, nil, "bench", "map", "dask", "--quick", "--nodes", "1", "--cpu-nodes", "1", "--jobs", "1",
+		"--one-item-jobs", "2", "--cpu-items", "2", "--submit-items", "3000", "--python", filepath.Join(dir, "no-python"), "--json", jsonPath)
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
@@ -49,6 +49,13 @@ func TestBenchCommand(t *testing.T) {
 	if r.Map == nil || len(r.Map.Trivial) != 1 || r.Config.Map.Items != quick.Map.Items || r.Config.Map.CPURounds != quick.Map.CPURounds ||
 		r.Config.Map.CPUItems != 2 || r.Map.Trivial[0].ItemsPerSecond <= 0 {
 		t.Errorf("map report: %+v, config %+v", r.Map, r.Config.Map)
+	}
+	// The floors' TCP peer is this binary in its hidden mode.
+	if tcp := r.Map.Cost(bench.CostTCP); tcp == nil || tcp.ItemsPerSecond <= 0 || r.Map.Cost(bench.CostSubmit).Items != 3000 {
+		t.Errorf("map per-item costs: %+v", r.Map.PerItem)
+	}
+	if r.Dask == nil || !strings.Contains(r.Dask.Skipped, "no-python") || !strings.Contains(stdout, "apt-get install -y python3-distributed") {
+		t.Errorf("dask without Python: %+v\n%s", r.Dask, stdout)
 	}
 }
 
@@ -71,7 +78,9 @@ func TestBenchCommandRejectsBadInputBeforeMeasuring(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"disk"}, `unknown scenario "disk": want rpc, map, cache or all`},
+		{[]string{"disk"}, `unknown scenario "disk": want rpc, map, memory, dask, cache or all`},
+		{[]string{"memory", "--memory-sizes", "5,5"}, "bench: memory-sizes repeat a value: [5 5]"},
+		{[]string{"dask", "--dask-items", "0"}, "bench: dask-items must be at least 1, got 0"},
 		{[]string{"rpc", "--plot", filepath.Join(dir, "x.gif")}, "want a file ending in .svg or .png"},
 		{[]string{"rpc", "--json", filepath.Join(dir, "no", "such", "dir.json")}, "no such file or directory"},
 		{[]string{"map", "--items", "0"}, "bench: items must be at least 1, got 0"},

@@ -42,7 +42,7 @@ func readmeFlags(t *testing.T) map[string]map[string]string {
 			for _, f := range []string{"seed", "token", "token-file", "insecure", "tls", "tls-ca", "tls-cert", "tls-key"} {
 				add("submit", f, "(as for call)")
 			}
-		case strings.HasPrefix(line, "`shoal bench [rpc|map|cache|all]"):
+		case strings.HasPrefix(line, "`shoal bench ["):
 			current = []string{"bench"}
 		case strings.HasPrefix(line, "`shoal demo` takes"):
 			for _, m := range regexp.MustCompile("`--([a-z-]+)[^`]*` \\(([0-9,]+)").FindAllStringSubmatch(line, -1) {

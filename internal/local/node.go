@@ -139,6 +139,9 @@ type Memory struct {
 	Anon int64
 }
 
+// Pid is the node's process id.
+func (n *Node) Pid() int { return n.cmd.Process.Pid }
+
 // Memory reads the node's resident memory.
 func (n *Node) Memory() (Memory, error) {
 	return ProcessMemory(n.cmd.Process.Pid)
