@@ -2,9 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/shoalgrid/shoal/internal/testutil"
 )
 
 // payloadSize is the bytes each call carries each way.
@@ -81,5 +84,40 @@ func TestRPCTargetsEcho(t *testing.T) {
 		if err := target.Close(); err != nil {
 			t.Errorf("%s: close: %v", target.Name, err)
 		}
+	}
+}
+
+// TestEchoProcessServesEverySystem starts the rpc scenario's separate
+// process from the shoal binary, calls each of its servers, and checks it
+// stops when its input ends.
+func TestEchoProcessServesEverySystem(t *testing.T) {
+	child, err := startEchoProcess(context.Background(), testutil.ShoalBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Close() })
+	targets, err := child.targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(targets) != len(rpcSystems) {
+		t.Fatalf("%d targets, want %d", len(targets), len(rpcSystems))
+	}
+	for _, target := range targets {
+		if target.Server != ChildProcess {
+			t.Errorf("%s: server %q", target.Name, target.Server)
+		}
+		if err := target.Call(bytes.Repeat([]byte{'z'}, payloadSize)); err != nil {
+			t.Errorf("%s: %v", target.Name, err)
+		}
+		if err := target.Close(); err != nil {
+			t.Errorf("%s: close: %v", target.Name, err)
+		}
+	}
+	if err := child.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if !child.cmd.ProcessState.Success() {
+		t.Errorf("child exited %v", child.cmd.ProcessState)
 	}
 }

@@ -19,7 +19,7 @@ func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
 // tinyConfig runs every scenario at a size that takes seconds.
 func tinyConfig(t *testing.T) Config {
 	return Config{
-		RPC: RPCConfig{Duration: 60 * time.Millisecond, Turns: 2, Callers: []int{1, 4}, Payload: 16},
+		RPC: RPCConfig{Binary: testutil.ShoalBinary(t), Duration: 60 * time.Millisecond, Turns: 2, Callers: []int{1, 4}, Payload: 16},
 		Map: MapConfig{Binary: testutil.ShoalBinary(t), Nodes: []int{1, 2}, Items: 300, Jobs: 1, OneItemJobs: 3,
 			CPUNodes: []int{1, 2}, CPUItems: 4, CPURounds: 200},
 		Cache:   CacheConfig{Nodes: 2, Memcached: 2, Items: 300, Rounds: 10, Jobs: 2},
@@ -44,8 +44,8 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	if r.Shoal != "test" || r.Machine.Cores < 1 || r.Machine.Go != runtime.Version() {
 		t.Errorf("report header: %q %+v", r.Shoal, r.Machine)
 	}
-	if len(r.RPC.Results) != 8 {
-		t.Fatalf("%d rpc results, want 4 systems x 2 caller counts", len(r.RPC.Results))
+	if len(r.RPC.Results) != 16 {
+		t.Fatalf("%d rpc results, want 4 systems x 2 caller counts x 2 places of the server", len(r.RPC.Results))
 	}
 	for _, res := range r.RPC.Results {
 		l := res.Latency
@@ -56,7 +56,8 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 			t.Errorf("Shoal against itself: %v", res.ShoalRatio)
 		}
 	}
-	if r.RPC.SequentialVsEcho <= 0 || r.RPC.ConcurrentVsNetRPC <= 0 || r.RPC.ConcurrentCallers != 4 {
+	if r.RPC.SequentialVsEcho <= 0 || r.RPC.ConcurrentVsNetRPC <= 0 || r.RPC.ConcurrentCallers != 4 ||
+		r.RPC.ProcessSequentialVsEcho <= 0 || r.RPC.ProcessConcurrentVsNetRPC <= 0 {
 		t.Errorf("rpc ratios: %+v", r.RPC)
 	}
 
@@ -93,7 +94,7 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	if strings.Join(names, ",") != wantNames {
 		t.Errorf("cache backends %v, want %s (skipped: %v)", names, wantNames, r.Cache.Skipped)
 	}
-	if len(r.Targets) != 2+len(r.Cache.Backends) { // no 64 callers, no 3 nodes
+	if len(r.Targets) != 3+len(r.Cache.Backends) { // no 64 callers, no 3 nodes
 		t.Errorf("targets: %+v", r.Targets)
 	}
 	if !strings.Contains(progress.String(), "cache: warm run 2 of 2") {
