@@ -246,7 +246,8 @@ func TestLoneCallerCanceledWhileReading(t *testing.T) {
 
 // scriptedServer accepts one connection on 127.0.0.1 (over TLS when cfg
 // is set) and runs script on it, to answer as a real server would not:
-// out of order, or half a reply at a time.
+// out of order, or half a reply at a time. next returns the next message
+// as an array, nil once the connection has ended.
 func scriptedServer(t *testing.T, cfg *tls.Config, script func(conn net.Conn, next func() []any)) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -283,6 +284,19 @@ func scriptedServer(t *testing.T, cfg *tls.Config, script func(conn net.Conn, ne
 		<-done
 	})
 	return l.Addr().String()
+}
+
+// requestsOnly wraps a scripted server's next to skip notifications
+// (cancels, from calls that gave up).
+func requestsOnly(next func() []any) func() []any {
+	return func() []any {
+		for {
+			msg := next()
+			if msg == nil || len(msg) == 4 {
+				return msg
+			}
+		}
+	}
 }
 
 // reply encodes a msgpack-rpc response.
@@ -385,6 +399,7 @@ func TestLoneReaderRoutesOthersReplies(t *testing.T) {
 	checkGoroutines(t)
 	const others = 20
 	addr := scriptedServer(t, nil, func(conn net.Conn, next func() []any) {
+		next = requestsOnly(next)
 		for {
 			warm := next()
 			if warm == nil {
@@ -448,6 +463,7 @@ func TestRepliesInReverseToManyCallers(t *testing.T) {
 	checkGoroutines(t)
 	const callers = 32
 	addr := scriptedServer(t, nil, func(conn net.Conn, next func() []any) {
+		next = requestsOnly(next)
 		for {
 			var reqs [][]any
 			for range callers {

@@ -309,3 +309,36 @@ func TestToError(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkMessageReaderManyItems splits messages of thousands of small
+// items, as a map chunk is, from a buffered stream: the reader's cost per
+// item.
+//
+//	go test -run '^$' -bench MessageReaderManyItems ./rpc
+func BenchmarkMessageReaderManyItems(b *testing.B) {
+	items := make([]any, 4096)
+	for i := range items {
+		if i%2 == 0 {
+			items[i] = i * 7919
+		} else {
+			items[i] = []any{i, "x"}
+		}
+	}
+	msg := marshal(b, []any{0, 1, "shoal.map", []any{"square", items}})
+	const messages = 16
+	stream := bytes.Repeat(msg, messages)
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		mr := newMessageReader(bufio.NewReaderSize(bytes.NewReader(stream), readChunk), 0, 0)
+		for range messages {
+			if _, err := mr.next(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	// The envelope's 7 values, an int each even item, an array of two
+	// each odd one.
+	perMessage := 7 + len(items)/2*(1+3)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*messages*perMessage), "ns/item")
+}

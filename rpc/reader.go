@@ -56,6 +56,12 @@ type messageReader struct {
 	// byte it consumed accounted for here, and next carries on from there.
 	partial     bool
 	payloadLeft uint64 // payload bytes of the current item not yet read
+
+	// win is what r holds buffered, looked at in place, and off how much
+	// of it has been taken into the message: items are read from it with
+	// no call into r each, and r is told once (sync) what was taken.
+	win []byte
+	off int
 }
 
 func newMessageReader(r *bufio.Reader, maxSize, maxDepth int) *messageReader {
@@ -104,6 +110,13 @@ func (m *messageReader) abandon() {
 // (a read deadline passing), the next call resumes the message where it
 // stopped: nothing consumed is lost.
 func (m *messageReader) next() ([]byte, error) {
+	msg, err := m.read()
+	m.sync()
+	return msg, err
+}
+
+// read is next, with what it took from r still to be synced.
+func (m *messageReader) read() ([]byte, error) {
 	if !m.partial {
 		m.buf = m.buf[:0]
 		m.pending = append(m.pending[:0], 1)
@@ -112,6 +125,7 @@ func (m *messageReader) next() ([]byte, error) {
 	}
 	for m.payloadLeft > 0 || len(m.pending) > 0 {
 		if m.payloadLeft > 0 {
+			// The rest of a payload cut off by a read that failed.
 			if err := m.copyPayload(); err != nil {
 				return nil, err
 			}
@@ -154,6 +168,11 @@ func (m *messageReader) next() ([]byte, error) {
 		for len(m.pending) > 0 && m.pending[len(m.pending)-1] == 0 {
 			m.pending = m.pending[:len(m.pending)-1]
 		}
+		if m.payloadLeft > 0 {
+			if err := m.copyPayload(); err != nil {
+				return nil, err
+			}
+		}
 	}
 	m.partial = false
 	if m.refused != nil {
@@ -168,32 +187,60 @@ func (m *messageReader) next() ([]byte, error) {
 // consumed until the whole header has arrived, so that a read that fails
 // for now can be tried again.
 func (m *messageReader) header() (c byte, length uint64, err error) {
-	b, err := m.r.Peek(1)
+	b, err := m.ahead(1)
 	if err != nil {
 		return 0, 0, m.readError(err)
 	}
-	n := 1 + lengthSize(b[0])
-	if n > 1 {
-		if b, err = m.r.Peek(n); err != nil {
+	c = b[0]
+	n := 1 + lengthSize(c)
+	if len(b) < n {
+		if b, err = m.ahead(n); err != nil {
 			return 0, 0, m.readError(err)
 		}
 	}
 	if err := m.grow(uint64(n)); err != nil {
 		return 0, 0, err
 	}
-	c = b[0]
 	switch n {
+	case 1:
+		m.buf = append(m.buf, c)
 	case 2:
 		length = uint64(b[1])
+		m.buf = append(m.buf, b[:2]...)
 	case 3:
 		length = uint64(binary.BigEndian.Uint16(b[1:]))
-	case 5:
+		m.buf = append(m.buf, b[:3]...)
+	default:
 		length = uint64(binary.BigEndian.Uint32(b[1:]))
+		m.buf = append(m.buf, b[:5]...)
 	}
-	m.buf = append(m.buf, b...)
 	m.size += uint64(n)
-	m.r.Discard(n)
+	m.off += n
 	return c, length, nil
+}
+
+// ahead returns the bytes buffered and not yet taken, at least n of them
+// (n no more than r's buffer holds), reading more if need be.
+func (m *messageReader) ahead(n int) ([]byte, error) {
+	if len(m.win)-m.off >= n {
+		return m.win[m.off:], nil
+	}
+	m.sync()
+	if _, err := m.r.Peek(n); err != nil {
+		return nil, err
+	}
+	m.win, _ = m.r.Peek(m.r.Buffered())
+	return m.win, nil
+}
+
+// sync consumes from r what has been taken from the window, and drops the
+// window, which reading from r makes stale.
+func (m *messageReader) sync() {
+	if m.off > 0 {
+		m.r.Discard(m.off)
+		m.off = 0
+	}
+	m.win = nil
 }
 
 // readError is err from the underlying reader as next reports it: the
@@ -314,7 +361,16 @@ func (m *messageReader) grow(n uint64) error {
 // The length has been checked against the size limit.
 func (m *messageReader) copyPayload() error {
 	for m.payloadLeft > 0 {
+		// What is buffered is taken in place; beyond it, r is read.
+		here := uint64(len(m.win) - m.off)
 		if m.refused != nil {
+			if here > 0 {
+				skip := min(here, m.payloadLeft)
+				m.off += int(skip)
+				m.payloadLeft -= skip
+				continue
+			}
+			m.sync()
 			n, err := m.r.Discard(int(m.payloadLeft))
 			m.payloadLeft -= uint64(n)
 			if err != nil {
@@ -323,21 +379,15 @@ func (m *messageReader) copyPayload() error {
 			continue
 		}
 		chunk := int(min(m.payloadLeft, readChunk))
-		if cap(m.buf)-len(m.buf) < chunk {
-			// Grow geometrically, but never past what the payload
-			// still needs, so a large payload ends in a buffer of its
-			// size. Doubling leaves that much garbage behind (append's
-			// growth by a quarter left four times as much); a message
-			// the budget counts already grows fourfold, leaving a
-			// third of it.
-			grow := max(cap(m.buf), readChunk)
-			if m.charged > 0 {
-				grow = max(3*cap(m.buf), readChunk)
-			}
-			grown := make([]byte, len(m.buf), len(m.buf)+int(min(m.payloadLeft, uint64(grow))))
-			copy(grown, m.buf)
-			m.buf = grown
+		m.reserve(chunk)
+		if here > 0 {
+			take := int(min(here, uint64(chunk)))
+			m.buf = append(m.buf, m.win[m.off:m.off+take]...)
+			m.off += take
+			m.payloadLeft -= uint64(take)
+			continue
 		}
+		m.sync()
 		start := len(m.buf)
 		n, err := io.ReadFull(m.r, m.buf[start:start+chunk])
 		m.buf = m.buf[:start+n]
@@ -347,4 +397,23 @@ func (m *messageReader) copyPayload() error {
 		}
 	}
 	return nil
+}
+
+// reserve makes room in the buffer for chunk more bytes of the current
+// payload. It grows the buffer geometrically, but never past what the
+// payload still needs, so a large payload ends in a buffer of its size.
+// Doubling leaves that much garbage behind (append's growth by a quarter
+// left four times as much); a message the budget counts already grows
+// fourfold, leaving a third of it.
+func (m *messageReader) reserve(chunk int) {
+	if cap(m.buf)-len(m.buf) >= chunk {
+		return
+	}
+	grow := max(cap(m.buf), readChunk)
+	if m.charged > 0 {
+		grow = max(3*cap(m.buf), readChunk)
+	}
+	grown := make([]byte, len(m.buf), len(m.buf)+int(min(m.payloadLeft, uint64(grow))))
+	copy(grown, m.buf)
+	m.buf = grown
 }
