@@ -15,7 +15,9 @@ const payloadSize = 64
 
 // BenchmarkRPC compares, in one run on 127.0.0.1, a Shoal call, a net/rpc
 // call and a raw TCP echo round trip of the same payload, first one caller
-// at a time and then 64 concurrent callers sharing one connection.
+// at a time and then 64 concurrent callers sharing one connection: with
+// the servers in this process, then (as process/...) in a child process
+// of the shoal binary.
 //
 //	go test -run '^$' -bench RPC -benchtime 2s -count 3 ./bench
 func BenchmarkRPC(b *testing.B) {
@@ -28,10 +30,24 @@ func BenchmarkRPC(b *testing.B) {
 			t.Close()
 		}
 	}()
+	child, err := startEchoProcess(context.Background(), testutil.ShoalBinary(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer child.Close()
+	remote, err := child.targets()
+	if err != nil {
+		b.Fatal(err)
+	}
+	targets = append(targets, remote...)
 	payload := bytes.Repeat([]byte{'x'}, payloadSize)
 	for _, callers := range []int{1, 64} {
 		for _, target := range targets {
-			b.Run(target.Name+"/callers="+strconv.Itoa(callers), func(b *testing.B) {
+			name := target.Name + "/callers=" + strconv.Itoa(callers)
+			if target.Server == ChildProcess {
+				name = "process/" + name
+			}
+			b.Run(name, func(b *testing.B) {
 				b.ReportAllocs()
 				runCallers(b, callers, func() error { return target.Call(payload) })
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
