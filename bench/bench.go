@@ -278,6 +278,12 @@ func (r *Report) targets() []Target {
 		if s, n := rpc.Result("shoal", 64), rpc.Result("net/rpc", 64); s != nil && n != nil {
 			atLeast("64 callers: Shoal calls/s / net/rpc calls/s", Ratio(s.CallsPerSecond, n.CallsPerSecond), "x", 2.5)
 		}
+		if rpc.ProcessSequentialVsEcho > 0 {
+			atMost("one caller, separate process: Shoal call time / raw TCP echo time", rpc.ProcessSequentialVsEcho, "x", 1.5)
+		}
+		if s, n := rpc.ResultAt(ChildProcess, "shoal", 64), rpc.ResultAt(ChildProcess, "net/rpc", 64); s != nil && n != nil {
+			atLeast("64 callers, separate process: Shoal calls/s / net/rpc calls/s", Ratio(s.CallsPerSecond, n.CallsPerSecond), "x", 2.5)
+		}
 	}
 	if m := r.Map; m != nil {
 		for _, res := range m.Trivial {

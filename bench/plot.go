@@ -41,7 +41,10 @@ func WritePlot(path string, r *Report) error {
 	}
 	if rpc := r.RPC; rpc != nil {
 		for _, callers := range r.Config.RPC.Callers {
-			errs = append(errs, add(latencyPlot(rpc, callers)))
+			errs = append(errs, add(latencyPlot(rpc, InProcess, callers)))
+			if rpc.ResultAt(ChildProcess, systemShoal, callers) != nil {
+				errs = append(errs, add(latencyPlot(rpc, ChildProcess, callers)))
+			}
 		}
 	}
 	if c := r.Cache; c != nil && len(c.Backends) > 0 {
@@ -154,12 +157,12 @@ func nodeTicks(results []MapResult) []plot.Tick {
 }
 
 // latencyPlot draws p50, p90 and p99 of every system at one number of
-// callers as grouped bars.
-func latencyPlot(r *RPCReport, callers int) (*plot.Plot, error) {
+// callers, with the servers where server says, as grouped bars.
+func latencyPlot(r *RPCReport, server string, callers int) (*plot.Plot, error) {
 	var systems []string
 	var p50, p90, p99 plotter.Values
-	for _, res := range r.Results {
-		if res.Callers == callers {
+	for _, system := range rpcSystems {
+		if res := r.ResultAt(server, system, callers); res != nil {
 			systems = append(systems, res.System)
 			p50, p90, p99 = append(p50, res.Latency.P50), append(p90, res.Latency.P90), append(p99, res.Latency.P99)
 		}
@@ -168,7 +171,11 @@ func latencyPlot(r *RPCReport, callers int) (*plot.Plot, error) {
 		return nil, fmt.Errorf("rpc: nothing measured at %d callers", callers)
 	}
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("RPC latency, %d caller%s (64-byte echo)", callers, plural(callers))
+	where := "servers in-process"
+	if server == ChildProcess {
+		where = "servers in a separate process"
+	}
+	p.Title.Text = fmt.Sprintf("RPC latency, %d caller%s, %s", callers, plural(callers), where)
 	p.Y.Label.Text = "µs"
 	if err := groupedBars(p, systems, []string{"p50", "p90", "p99"}, p50, p90, p99); err != nil {
 		return nil, err

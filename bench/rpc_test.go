@@ -2,9 +2,12 @@ package bench
 
 import (
 	"bytes"
+	"context"
 	"strconv"
 	"sync"
 	"testing"
+
+	"github.com/shoalgrid/shoal/internal/testutil"
 )
 
 // payloadSize is the bytes each call carries each way.
@@ -12,7 +15,9 @@ const payloadSize = 64
 
 // BenchmarkRPC compares, in one run on 127.0.0.1, a Shoal call, a net/rpc
 // call and a raw TCP echo round trip of the same payload, first one caller
-// at a time and then 64 concurrent callers sharing one connection.
+// at a time and then 64 concurrent callers sharing one connection: with
+// the servers in this process, then (as process/...) in a child process
+// of the shoal binary.
 //
 //	go test -run '^$' -bench RPC -benchtime 2s -count 3 ./bench
 func BenchmarkRPC(b *testing.B) {
@@ -25,10 +30,24 @@ func BenchmarkRPC(b *testing.B) {
 			t.Close()
 		}
 	}()
+	child, err := startEchoProcess(context.Background(), testutil.ShoalBinary(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer child.Close()
+	remote, err := child.targets()
+	if err != nil {
+		b.Fatal(err)
+	}
+	targets = append(targets, remote...)
 	payload := bytes.Repeat([]byte{'x'}, payloadSize)
 	for _, callers := range []int{1, 64} {
 		for _, target := range targets {
-			b.Run(target.Name+"/callers="+strconv.Itoa(callers), func(b *testing.B) {
+			name := target.Name + "/callers=" + strconv.Itoa(callers)
+			if target.Server == ChildProcess {
+				name = "process/" + name
+			}
+			b.Run(name, func(b *testing.B) {
 				b.ReportAllocs()
 				runCallers(b, callers, func() error { return target.Call(payload) })
 				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "calls/s")
@@ -81,5 +100,40 @@ func TestRPCTargetsEcho(t *testing.T) {
 		if err := target.Close(); err != nil {
 			t.Errorf("%s: close: %v", target.Name, err)
 		}
+	}
+}
+
+// TestEchoProcessServesEverySystem starts the rpc scenario's separate
+// process from the shoal binary, calls each of its servers, and checks it
+// stops when its input ends.
+func TestEchoProcessServesEverySystem(t *testing.T) {
+	child, err := startEchoProcess(context.Background(), testutil.ShoalBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { child.Close() })
+	targets, err := child.targets()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(targets) != len(rpcSystems) {
+		t.Fatalf("%d targets, want %d", len(targets), len(rpcSystems))
+	}
+	for _, target := range targets {
+		if target.Server != ChildProcess {
+			t.Errorf("%s: server %q", target.Name, target.Server)
+		}
+		if err := target.Call(bytes.Repeat([]byte{'z'}, payloadSize)); err != nil {
+			t.Errorf("%s: %v", target.Name, err)
+		}
+		if err := target.Close(); err != nil {
+			t.Errorf("%s: close: %v", target.Name, err)
+		}
+	}
+	if err := child.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	if !child.cmd.ProcessState.Success() {
+		t.Errorf("child exited %v", child.cmd.ProcessState)
 	}
 }

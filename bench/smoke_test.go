@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
 // tinyConfig runs every scenario at a size that takes seconds.
 func tinyConfig(t *testing.T) Config {
 	return Config{
-		RPC: RPCConfig{Duration: 60 * time.Millisecond, Turns: 2, Callers: []int{1, 4}, Payload: 16},
+		RPC: RPCConfig{Binary: testutil.ShoalBinary(t), Duration: 60 * time.Millisecond, Turns: 2, Callers: []int{1, 4}, Payload: 16},
 		Map: MapConfig{Binary: testutil.ShoalBinary(t), Nodes: []int{1, 2}, Items: 2500, SubmitItems: 700, Jobs: 1, OneItemJobs: 3,
 			CPUNodes: []int{1, 2}, CPUItems: 4, CPURounds: 200},
 		Memory:  MemoryConfig{Sizes: []int{3000, 300}, Nodes: 1},
@@ -49,8 +49,8 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	if r.Shoal != "test" || r.Machine.Cores < 1 || r.Machine.Go != runtime.Version() {
 		t.Errorf("report header: %q %+v", r.Shoal, r.Machine)
 	}
-	if len(r.RPC.Results) != 8 {
-		t.Fatalf("%d rpc results, want 4 systems x 2 caller counts", len(r.RPC.Results))
+	if len(r.RPC.Results) != 16 {
+		t.Fatalf("%d rpc results, want 4 systems x 2 caller counts x 2 places of the server", len(r.RPC.Results))
 	}
 	for _, res := range r.RPC.Results {
 		l := res.Latency
@@ -61,7 +61,8 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 			t.Errorf("Shoal against itself: %v", res.ShoalRatio)
 		}
 	}
-	if r.RPC.SequentialVsEcho <= 0 || r.RPC.ConcurrentVsNetRPC <= 0 || r.RPC.ConcurrentCallers != 4 {
+	if r.RPC.SequentialVsEcho <= 0 || r.RPC.ConcurrentVsNetRPC <= 0 || r.RPC.ConcurrentCallers != 4 ||
+		r.RPC.ProcessSequentialVsEcho <= 0 || r.RPC.ProcessConcurrentVsNetRPC <= 0 {
 		t.Errorf("rpc ratios: %+v", r.RPC)
 	}
 
@@ -128,7 +129,7 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 		t.Errorf("cache backends %v, want %s (skipped: %v)", names, wantNames, r.Cache.Skipped)
 	}
 	// No 64 callers, no 3 nodes; the Dask ratio only where it ran.
-	wantTargets := 5 + len(r.Cache.Backends)
+	wantTargets := 6 + len(r.Cache.Backends)
 	if daskRan {
 		wantTargets++
 	}

@@ -17,21 +17,8 @@ func WriteTable(w io.Writer, r *Report) error {
 	m := r.Machine
 	fmt.Fprintf(tw, "Shoal %s, %s %s, %s, %d CPUs (GOMAXPROCS %d), %s, run took %.0fs\n",
 		r.Shoal, m.Go, m.OS, m.CPU, m.Cores, m.GOMAXPROCS, r.Started.Format("2006-01-02 15:04"), r.Seconds)
-	if rpc := r.RPC; rpc != nil {
-		c := r.Config.RPC
-		fmt.Fprintf(tw, "\nrpc: %d-byte echo over one loopback connection per system; %v per system in %d turns\n",
-			c.Payload, c.Duration, c.Turns)
-		fmt.Fprintln(tw, "callers\tsystem\tcalls/s\tp50\tp90\tp99\tShoal's calls/s vs this")
-		for _, res := range rpc.Results {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", res.Callers, res.System, thousands(res.CallsPerSecond),
-				micro(res.Latency.P50), micro(res.Latency.P90), micro(res.Latency.P99), times(res.ShoalRatio))
-		}
-		if rpc.SequentialVsEcho > 0 {
-			fmt.Fprintf(tw, "one caller: a Shoal call takes %s the time of a raw TCP echo round trip\n", times(rpc.SequentialVsEcho))
-		}
-		if rpc.ConcurrentVsNetRPC > 0 {
-			fmt.Fprintf(tw, "%d callers: Shoal makes %s the calls per second of net/rpc\n", rpc.ConcurrentCallers, times(rpc.ConcurrentVsNetRPC))
-		}
+	if r.RPC != nil {
+		rpcTable(tw, r.RPC, r.Config.RPC)
 	}
 	if mp := r.Map; mp != nil {
 		c := r.Config.Map

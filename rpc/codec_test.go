@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +69,66 @@ func TestMessageReaderSplitsConcatenatedValues(t *testing.T) {
 	}
 	if _, err := mr.next(); err != io.EOF {
 		t.Fatalf("at end of stream got %v, want io.EOF", err)
+	}
+}
+
+// stutterReader hands out its bytes one at a time, with a passed read
+// deadline's error before every other one, as a connection does whose
+// reader a client interrupts.
+type stutterReader struct {
+	b     []byte
+	stall bool
+}
+
+func (r *stutterReader) Read(p []byte) (int, error) {
+	if len(r.b) == 0 {
+		return 0, io.EOF
+	}
+	if r.stall = !r.stall; r.stall {
+		return 0, os.ErrDeadlineExceeded
+	}
+	p[0] = r.b[0]
+	r.b = r.b[1:]
+	return 1, nil
+}
+
+// TestMessageReaderResumesAfterATimeout reads messages whose every byte
+// comes after a timeout: each call that times out must lose nothing, and
+// the next one carry on, so that a client can interrupt its reader
+// anywhere in a message.
+func TestMessageReaderResumesAfterATimeout(t *testing.T) {
+	want := [][]byte{
+		marshal(t, []any{1, 7, nil, "pong"}),
+		marshal(t, []any{1, 8, nil, strings.Repeat("s", 300)}),
+		marshal(t, []any{1, 9, map[string]any{"a": []any{1.5, true}}, nil}),
+		marshal(t, []any{1, 10, nil, bytes.Repeat([]byte{7}, 3*readChunk+5)}),
+		marshal(t, []any{1, 11, nil, make([]int, 70000)}),
+		append([]byte{0x94, 1, 12, 0xc0}, append([]byte{0xc9, 0, 0, 1, 0, 1}, make([]byte, 256)...)...),
+	}
+	mr := newMessageReader(bufio.NewReaderSize(&stutterReader{b: bytes.Join(want, nil)}, 16), 0, 0)
+	timeouts := 0
+	for i, w := range want {
+		var got []byte
+		var err error
+		for {
+			got, err = mr.next()
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				break
+			}
+			timeouts++
+		}
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if !bytes.Equal(got, w) {
+			t.Fatalf("message %d: read % x (%d bytes), want % x (%d bytes)", i, head(got), len(got), head(w), len(w))
+		}
+	}
+	if _, err := mr.next(); err != io.EOF {
+		t.Fatalf("at end of stream got %v, want io.EOF", err)
+	}
+	if total := len(bytes.Join(want, nil)); timeouts < total/2 {
+		t.Errorf("%d timeouts over %d bytes: the reader did not stall as meant", timeouts, total)
 	}
 }
 
@@ -247,4 +308,37 @@ func TestToError(t *testing.T) {
 			t.Errorf("ErrorOf(%v) kind %q, want %q", tc.in, got.Kind, tc.kind)
 		}
 	}
+}
+
+// BenchmarkMessageReaderManyItems splits messages of thousands of small
+// items, as a map chunk is, from a buffered stream: the reader's cost per
+// item.
+//
+//	go test -run '^$' -bench MessageReaderManyItems ./rpc
+func BenchmarkMessageReaderManyItems(b *testing.B) {
+	items := make([]any, 4096)
+	for i := range items {
+		if i%2 == 0 {
+			items[i] = i * 7919
+		} else {
+			items[i] = []any{i, "x"}
+		}
+	}
+	msg := marshal(b, []any{0, 1, "shoal.map", []any{"square", items}})
+	const messages = 16
+	stream := bytes.Repeat(msg, messages)
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		mr := newMessageReader(bufio.NewReaderSize(bytes.NewReader(stream), readChunk), 0, 0)
+		for range messages {
+			if _, err := mr.next(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	// The envelope's 7 values, an int each even item, an array of two
+	// each odd one.
+	perMessage := 7 + len(items)/2*(1+3)
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*messages*perMessage), "ns/item")
 }

@@ -50,6 +50,18 @@ type messageReader struct {
 	charged  int64       // taken from budget for the current message
 	refused  *overBudget // set once the current message is being discarded
 	head     int         // the bytes of a refused message kept
+
+	// partial is set while a message is half read: a read that timed
+	// out (a client interrupting its reader, see Client) leaves every
+	// byte it consumed accounted for here, and next carries on from there.
+	partial     bool
+	payloadLeft uint64 // payload bytes of the current item not yet read
+
+	// win is what r holds buffered, looked at in place, and off how much
+	// of it has been taken into the message: items are read from it with
+	// no call into r each, and r is told once (sync) what was taken.
+	win []byte
+	off int
 }
 
 func newMessageReader(r *bufio.Reader, maxSize, maxDepth int) *messageReader {
@@ -94,27 +106,39 @@ func (m *messageReader) abandon() {
 // the following call. io.EOF means the stream ended cleanly between
 // messages; a *ProtocolError means the bytes broke a rule or a bound; an
 // *overBudget comes with the head of a message refused for lack of room.
+// After an error from the underlying reader that leaves the stream usable
+// (a read deadline passing), the next call resumes the message where it
+// stopped: nothing consumed is lost.
 func (m *messageReader) next() ([]byte, error) {
-	m.buf = m.buf[:0]
-	m.pending = append(m.pending[:0], 1)
-	m.size, m.items, m.promised, m.refused = 0, 0, 1, nil
-	for len(m.pending) > 0 {
-		c, err := m.r.ReadByte()
-		if err != nil {
-			if err == io.EOF && m.size > 0 {
-				err = io.ErrUnexpectedEOF
+	msg, err := m.read()
+	m.sync()
+	return msg, err
+}
+
+// read is next, with what it took from r still to be synced.
+func (m *messageReader) read() ([]byte, error) {
+	if !m.partial {
+		m.buf = m.buf[:0]
+		m.pending = append(m.pending[:0], 1)
+		m.size, m.items, m.promised, m.refused = 0, 0, 1, nil
+		m.partial = true
+	}
+	for m.payloadLeft > 0 || len(m.pending) > 0 {
+		if m.payloadLeft > 0 {
+			// The rest of a payload cut off by a read that failed.
+			if err := m.copyPayload(); err != nil {
+				return nil, err
 			}
+			continue
+		}
+		c, length, err := m.header()
+		if err != nil {
 			return nil, err
 		}
-		if err := m.grow(1); err != nil {
-			return nil, err
-		}
-		m.buf = append(m.buf, c)
-		m.size++
 		m.items++
 		m.promised--
 
-		payload, children, err := m.item(c)
+		payload, children, err := m.item(c, length)
 		if err != nil {
 			return nil, err
 		}
@@ -122,9 +146,8 @@ func (m *messageReader) next() ([]byte, error) {
 			return nil, err
 		}
 		m.admit(payload)
-		if err := m.copyN(payload); err != nil {
-			return nil, err
-		}
+		m.size += payload
+		m.payloadLeft = payload
 		m.pending[len(m.pending)-1]--
 		if children > 0 {
 			if len(m.pending) > m.maxDepth {
@@ -145,12 +168,88 @@ func (m *messageReader) next() ([]byte, error) {
 		for len(m.pending) > 0 && m.pending[len(m.pending)-1] == 0 {
 			m.pending = m.pending[:len(m.pending)-1]
 		}
+		if m.payloadLeft > 0 {
+			if err := m.copyPayload(); err != nil {
+				return nil, err
+			}
+		}
 	}
+	m.partial = false
 	if m.refused != nil {
 		m.refused.need = m.estimate(0)
 		return m.buf, m.refused
 	}
 	return m.buf, nil
+}
+
+// header reads the header of the next item: its type byte and the length
+// field that follows it in some types, returned as a number. Nothing is
+// consumed until the whole header has arrived, so that a read that fails
+// for now can be tried again.
+func (m *messageReader) header() (c byte, length uint64, err error) {
+	b, err := m.ahead(1)
+	if err != nil {
+		return 0, 0, m.readError(err)
+	}
+	c = b[0]
+	n := 1 + lengthSize(c)
+	if len(b) < n {
+		if b, err = m.ahead(n); err != nil {
+			return 0, 0, m.readError(err)
+		}
+	}
+	if err := m.grow(uint64(n)); err != nil {
+		return 0, 0, err
+	}
+	switch n {
+	case 1:
+		m.buf = append(m.buf, c)
+	case 2:
+		length = uint64(b[1])
+		m.buf = append(m.buf, b[:2]...)
+	case 3:
+		length = uint64(binary.BigEndian.Uint16(b[1:]))
+		m.buf = append(m.buf, b[:3]...)
+	default:
+		length = uint64(binary.BigEndian.Uint32(b[1:]))
+		m.buf = append(m.buf, b[:5]...)
+	}
+	m.size += uint64(n)
+	m.off += n
+	return c, length, nil
+}
+
+// ahead returns the bytes buffered and not yet taken, at least n of them
+// (n no more than r's buffer holds), reading more if need be.
+func (m *messageReader) ahead(n int) ([]byte, error) {
+	if len(m.win)-m.off >= n {
+		return m.win[m.off:], nil
+	}
+	m.sync()
+	if _, err := m.r.Peek(n); err != nil {
+		return nil, err
+	}
+	m.win, _ = m.r.Peek(m.r.Buffered())
+	return m.win, nil
+}
+
+// sync consumes from r what has been taken from the window, and drops the
+// window, which reading from r makes stale.
+func (m *messageReader) sync() {
+	if m.off > 0 {
+		m.r.Discard(m.off)
+		m.off = 0
+	}
+	m.win = nil
+}
+
+// readError is err from the underlying reader as next reports it: the
+// stream ending inside a message is io.ErrUnexpectedEOF.
+func (m *messageReader) readError(err error) error {
+	if errors.Is(err, io.EOF) && (m.size > 0 || len(m.pending) != 1 || m.pending[0] != 1) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
 }
 
 // estimate is what the current message will hold in memory once read and
@@ -191,9 +290,23 @@ func (m *messageReader) admit(payload uint64) {
 	}
 }
 
-// item reads the rest of the header of the item that starts with code c and
-// returns how many payload bytes follow it and how many child items it has.
-func (m *messageReader) item(c byte) (payload uint64, children uint64, err error) {
+// lengthSize is how many bytes of length field follow type byte c.
+func lengthSize(c byte) int {
+	switch c {
+	case 0xc4, 0xc7, 0xd9: // bin8, ext8, str8
+		return 1
+	case 0xc5, 0xc8, 0xda, 0xdc, 0xde: // bin16, ext16, str16, array16, map16
+		return 2
+	case 0xc6, 0xc9, 0xdb, 0xdd, 0xdf: // bin32, ext32, str32, array32, map32
+		return 4
+	}
+	return 0
+}
+
+// item returns how many payload bytes follow the header of an item of type
+// c with length field length (see lengthSize), and how many child items
+// it has.
+func (m *messageReader) item(c byte, length uint64) (payload uint64, children uint64, err error) {
 	switch {
 	case c <= 0x7f, c >= 0xe0: // positive and negative fixint
 		return 0, 0, nil
@@ -207,24 +320,10 @@ func (m *messageReader) item(c byte) (payload uint64, children uint64, err error
 	switch c {
 	case 0xc0, 0xc2, 0xc3: // nil, false, true
 		return 0, 0, nil
-	case 0xc4, 0xd9: // bin8, str8
-		n, err := m.length(1)
-		return n, 0, err
-	case 0xc5, 0xda: // bin16, str16
-		n, err := m.length(2)
-		return n, 0, err
-	case 0xc6, 0xdb: // bin32, str32
-		n, err := m.length(4)
-		return n, 0, err
-	case 0xc7: // ext8: length, then type byte
-		n, err := m.length(1)
-		return n + 1, 0, err
-	case 0xc8: // ext16
-		n, err := m.length(2)
-		return n + 1, 0, err
-	case 0xc9: // ext32
-		n, err := m.length(4)
-		return n + 1, 0, err
+	case 0xc4, 0xd9, 0xc5, 0xda, 0xc6, 0xdb: // bin and str
+		return length, 0, nil
+	case 0xc7, 0xc8, 0xc9: // ext: length, then type byte
+		return length + 1, 0, nil
 	case 0xca: // float32
 		return 4, 0, nil
 	case 0xcb: // float64
@@ -239,45 +338,12 @@ func (m *messageReader) item(c byte) (payload uint64, children uint64, err error
 		return 8, 0, nil
 	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1, 2, 4, 8, 16 plus type byte
 		return 1 + (1 << (c - 0xd4)), 0, nil
-	case 0xdc: // array16
-		n, err := m.length(2)
-		return 0, n, err
-	case 0xdd: // array32
-		n, err := m.length(4)
-		return 0, n, err
-	case 0xde: // map16
-		n, err := m.length(2)
-		return 0, 2 * n, err
-	case 0xdf: // map32
-		n, err := m.length(4)
-		return 0, 2 * n, err
+	case 0xdc, 0xdd: // array16, array32
+		return 0, length, nil
+	case 0xde, 0xdf: // map16, map32
+		return 0, 2 * length, nil
 	}
 	return 0, 0, &ProtocolError{Reason: fmt.Sprintf("byte 0x%02x is not a msgpack type", c)}
-}
-
-// length reads a big-endian length field of size bytes into the buffer.
-func (m *messageReader) length(size int) (uint64, error) {
-	if err := m.grow(uint64(size)); err != nil {
-		return 0, err
-	}
-	start := len(m.buf)
-	m.buf = append(m.buf, make([]byte, size)...)
-	if _, err := io.ReadFull(m.r, m.buf[start:]); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return 0, err
-	}
-	m.size += uint64(size)
-	b := m.buf[start:]
-	switch size {
-	case 1:
-		return uint64(b[0]), nil
-	case 2:
-		return uint64(binary.BigEndian.Uint16(b)), nil
-	default:
-		return uint64(binary.BigEndian.Uint32(b)), nil
-	}
 }
 
 // grow checks that n more bytes fit within the size limit.
@@ -288,50 +354,66 @@ func (m *messageReader) grow(n uint64) error {
 	return nil
 }
 
-// copyN appends n payload bytes from the stream, growing the buffer a
-// chunk at a time so memory follows the bytes received, not the length
-// claimed; the payload of a refused message is discarded instead. The
-// caller has checked n against the size limit.
-func (m *messageReader) copyN(n uint64) error {
-	if n == 0 {
-		return nil
-	}
-	m.size += n
-	if m.refused != nil {
-		if _, err := m.r.Discard(int(n)); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
+// copyPayload appends the current item's payload from the stream, growing
+// the buffer a chunk at a time so memory follows the bytes received, not
+// the length claimed; the payload of a refused message is discarded
+// instead. What arrives before an error is kept, so the copy can resume.
+// The length has been checked against the size limit.
+func (m *messageReader) copyPayload() error {
+	for m.payloadLeft > 0 {
+		// What is buffered is taken in place; beyond it, r is read.
+		here := uint64(len(m.win) - m.off)
+		if m.refused != nil {
+			if here > 0 {
+				skip := min(here, m.payloadLeft)
+				m.off += int(skip)
+				m.payloadLeft -= skip
+				continue
 			}
-			return err
-		}
-		return nil
-	}
-	for n > 0 {
-		chunk := int(min(n, readChunk))
-		if cap(m.buf)-len(m.buf) < chunk {
-			// Grow geometrically, but never past what the payload
-			// still needs, so a large payload ends in a buffer of its
-			// size. Doubling leaves that much garbage behind (append's
-			// growth by a quarter left four times as much); a message
-			// the budget counts already grows fourfold, leaving a
-			// third of it.
-			grow := max(cap(m.buf), readChunk)
-			if m.charged > 0 {
-				grow = max(3*cap(m.buf), readChunk)
+			m.sync()
+			n, err := m.r.Discard(int(m.payloadLeft))
+			m.payloadLeft -= uint64(n)
+			if err != nil {
+				return m.readError(err)
 			}
-			grown := make([]byte, len(m.buf), len(m.buf)+int(min(n, uint64(grow))))
-			copy(grown, m.buf)
-			m.buf = grown
+			continue
 		}
+		chunk := int(min(m.payloadLeft, readChunk))
+		m.reserve(chunk)
+		if here > 0 {
+			take := int(min(here, uint64(chunk)))
+			m.buf = append(m.buf, m.win[m.off:m.off+take]...)
+			m.off += take
+			m.payloadLeft -= uint64(take)
+			continue
+		}
+		m.sync()
 		start := len(m.buf)
-		m.buf = m.buf[:start+chunk]
-		if _, err := io.ReadFull(m.r, m.buf[start:]); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return err
+		n, err := io.ReadFull(m.r, m.buf[start:start+chunk])
+		m.buf = m.buf[:start+n]
+		m.payloadLeft -= uint64(n)
+		if err != nil {
+			return m.readError(err)
 		}
-		n -= uint64(chunk)
 	}
 	return nil
+}
+
+// reserve makes room in the buffer for chunk more bytes of the current
+// payload. It grows the buffer geometrically, but never past what the
+// payload still needs, so a large payload ends in a buffer of its size.
+// Doubling leaves that much garbage behind (append's growth by a quarter
+// left four times as much); a message the budget counts already grows
+// fourfold, leaving a third of it.
+func (m *messageReader) reserve(chunk int) {
+	if cap(m.buf)-len(m.buf) >= chunk {
+		return
+	}
+	grow := max(cap(m.buf), readChunk)
+	if m.charged > 0 {
+		grow = max(3*cap(m.buf), readChunk)
+	}
+	grown := make([]byte, len(m.buf), len(m.buf)+int(min(m.payloadLeft, uint64(grow))))
+	copy(grown, m.buf)
+	m.buf = grown
 }

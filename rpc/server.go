@@ -463,6 +463,10 @@ type serverConn struct {
 	deadlineMoved time.Time
 	in            *messageReader
 
+	// others counts the calls running, as running does, for a reply's
+	// writer to tell without the lock whether others will reply soon.
+	others atomic.Int32
+
 	mu       sync.Mutex
 	running  int
 	calls    map[uint32]*runningCall // by msgid, for shoal.cancel
@@ -784,6 +788,7 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 		c.calls[id] = rc
 	}
 	c.mu.Unlock()
+	c.others.Add(1)
 	c.s.calls.Add(1)
 
 	run := func() {
@@ -803,7 +808,7 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 				// arguments and the result go while it is written.
 				args, result = nil, nil
 			}
-			c.send(e)
+			c.send(e, c.others.Load() > 1)
 		} else if callErr != nil {
 			c.logNotification("rpc: notification failed", f.info.Name, callErr)
 		}
@@ -811,6 +816,7 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 		if complete {
 			c.s.completed(f, args, result)
 		}
+		c.others.Add(-1)
 		c.mu.Lock()
 		c.running--
 		if wantReply && c.calls[id] == rc {
@@ -944,18 +950,19 @@ func (c *serverConn) cancelCalls(dec *decoder, n int) int {
 func (c *serverConn) reply(id uint32, callErr *Error, result any) {
 	e := getEncoder()
 	e.response(id, callErr, result)
-	c.send(e)
+	c.send(e, false)
 }
 
-// send writes the response encoded in e and frees e. A large response is
-// counted against the budget until written, never refused: its work is
-// done.
-func (c *serverConn) send(e *encoder) {
+// send writes the response encoded in e and frees e; company says other
+// calls on the connection are running (see connWriter.write). A large
+// response is counted against the budget until written, never refused:
+// its work is done.
+func (c *serverConn) send(e *encoder, company bool) {
 	if size := int64(e.buf.Len()); size > uncountedBytes {
 		c.s.budget.force(size)
 		defer c.s.budget.give(size)
 	}
-	if err := c.w.write(e.buf.Bytes()); err != nil {
+	if err := c.w.write(e.buf.Bytes(), company); err != nil {
 		// The reader sees the broken connection too and ends it.
 		c.conn.Close()
 	}

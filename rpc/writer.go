@@ -12,11 +12,14 @@ import (
 const maxPendingWrite = 4 << 20
 
 // connWriter coalesces messages written by many goroutines. A writer that
-// finds no flush under way becomes the flusher: it yields once so that other
-// ready writers can append, then writes whatever has accumulated, in a loop,
-// until nothing is left; writers that arrive meanwhile only append. So one
-// caller at a time pays one syscall with no hand-off to another goroutine,
-// and many callers share syscalls.
+// finds no flush under way becomes the flusher: it writes whatever has
+// accumulated, in a loop, until nothing is left; writers that arrive
+// meanwhile only append. So one caller at a time pays one syscall with no
+// hand-off to another goroutine, and many callers share syscalls. A
+// flusher that expects company (other calls in flight on the connection)
+// first yields once, so that other ready writers can append before its
+// syscall; one alone does not, as yielding wakes an idle thread for
+// nothing.
 type connWriter struct {
 	conn          net.Conn
 	timeout       time.Duration
@@ -37,9 +40,11 @@ func newConnWriter(conn net.Conn, timeout time.Duration) *connWriter {
 }
 
 // write queues msg and returns once it has been written or handed to the
-// goroutine that is writing. The first write error is returned to every
-// later caller; the owner should then close the connection.
-func (w *connWriter) write(msg []byte) error {
+// goroutine that is writing. company says other writers are likely to
+// come soon (other calls are in flight), worth yielding for. The first
+// write error is returned to every later caller; the owner should then
+// close the connection.
+func (w *connWriter) write(msg []byte, company bool) error {
 	w.mu.Lock()
 	// A message larger than the pending bound is written from the
 	// caller's buffer, not copied: its writer waits to be the flusher.
@@ -60,12 +65,16 @@ func (w *connWriter) write(msg []byte) error {
 		}
 	}
 	w.flushing = true
-	// Let goroutines that are ready to write (callers woken by replies,
-	// handlers that just finished) append before the syscall. Alone, this
-	// costs next to nothing; under load it puts many messages in one write.
-	w.mu.Unlock()
-	runtime.Gosched()
-	w.mu.Lock()
+	if company {
+		// Let goroutines that are ready to write (callers woken by
+		// replies, handlers that just finished) append before the
+		// syscall: under load it puts many messages in one write. Alone
+		// it would cost a thread woken for nothing: runtime.Gosched
+		// wakes an idle one to run whatever is ready.
+		w.mu.Unlock()
+		runtime.Gosched()
+		w.mu.Lock()
+	}
 	for (len(w.pending) > 0 || own) && w.err == nil {
 		// What others queued first, then the caller's own message.
 		buf, pending := w.pending, len(w.pending) > 0

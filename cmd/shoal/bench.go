@@ -19,6 +19,9 @@ type benchOptions struct {
 	quick    bool
 	jsonPath string
 	plotPath string
+	// echoServer makes this process the rpc scenario's separate process
+	// (see bench.EchoServerArgs) instead of running a benchmark.
+	echoServer bool
 }
 
 func newBenchCmd(g *globalOptions) *cobra.Command {
@@ -34,7 +37,9 @@ so a noisy machine slows them alike:
   rpc    a Shoal call against Go's net/rpc and a raw TCP echo round trip,
          with 1 and with 64 concurrent callers: calls/s, p50/p90/p99
          latency and the ratios between them; "shoal" calls a function
-         registered Inline, "shoal-worker" the same without Inline
+         registered Inline, "shoal-worker" the same without Inline; every
+         server once in this process and once in a separate process
+         (started from this binary), as users run a node
   map    square items end to end over grids of 1, 2 and 3 node processes
          (started from this binary), beside the same job's floors on this
          machine (a plain loop, msgpack encoding and decoding, its bytes
@@ -73,6 +78,8 @@ smaller sizes in about a minute. Flags set sizes one by one and win over --quick
 	f.StringVar(&o.jsonPath, "json", "", "also write every figure, the machine and the Shoal version to this JSON file")
 	f.StringVar(&o.plotPath, "plot", "", "also draw throughput against node count and latency percentiles to this .svg or .png file")
 	bindBenchFlags(f, &o.cfg)
+	f.BoolVar(&o.echoServer, bench.EchoServerFlag, false, "serve the rpc scenario's echo servers until stdin ends (the bench starts this)")
+	f.MarkHidden(bench.EchoServerFlag)
 	return cmd
 }
 
@@ -130,6 +137,11 @@ func (o *benchOptions) config(flags *pflag.FlagSet) (bench.Config, error) {
 }
 
 func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions, args []string) error {
+	if o.echoServer {
+		ctx, stop := interruptible(ctx)
+		defer stop()
+		return bench.ServeEchoProcess(ctx, cmd.InOrStdin(), cmd.OutOrStdout())
+	}
 	scenarios, err := benchScenarios(args)
 	if err != nil {
 		return err
@@ -159,6 +171,11 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions, args []s
 			if cfg.Map.Binary, err = os.Executable(); err != nil {
 				return fmt.Errorf("the %s scenario starts nodes from this binary: %w", s, err)
 			}
+		}
+	}
+	if slices.Contains(scenarios, bench.ScenarioRPC) {
+		if cfg.RPC.Binary, err = os.Executable(); err != nil {
+			return fmt.Errorf("the rpc scenario starts its separate process from this binary: %w", err)
 		}
 	}
 	cfg.Version = shoalVersion()

@@ -22,7 +22,8 @@ func TestBenchCommand(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
-	for _, want := range []string{"rpc: 64-byte echo", "3        tcp-echo", "one caller: a Shoal call takes", "one caller: Shoal call time / raw TCP echo time"} {
+	for _, want := range []string{"rpc: 64-byte echo", "3        in-process     tcp-echo", "one caller: a Shoal call takes", "one caller: Shoal call time / raw TCP echo time",
+		"3        child process  tcp-echo", "one caller, separate process: Shoal call time / raw TCP echo time"} {
 		if !strings.Contains(stdout, want) {
 			t.Errorf("table lacks %q:\n%s", want, stdout)
 		}
@@ -31,7 +32,7 @@ func TestBenchCommand(t *testing.T) {
 		t.Errorf("no progress on stderr:\n%s", stderr)
 	}
 	r := readReport(t, jsonPath)
-	if r.RPC == nil || len(r.RPC.Results) != 8 || r.Map != nil || r.Cache != nil || r.Shoal == "" || r.Machine.Cores < 1 {
+	if r.RPC == nil || len(r.RPC.Results) != 16 || r.RPC.ProcessSequentialVsEcho <= 0 || r.Map != nil || r.Cache != nil || r.Shoal == "" || r.Machine.Cores < 1 {
 		t.Errorf("JSON report: %+v", r)
 	}
 	if b, err := os.ReadFile(plotPath); err != nil || !strings.Contains(string(b), "<svg") {
