@@ -14,11 +14,13 @@ import (
 	"github.com/shoalgrid/shoal/rpc"
 )
 
-// cacheWrite is a computed result waiting to be stored.
+// cacheWrite is a computed result waiting to be stored: a single call's
+// arguments and result, or a chunk's results with their keys (encoded).
 type cacheWrite struct {
 	fn     rpc.FunctionInfo
 	args   []any
 	result any
+	ready  []cache.Item
 }
 
 // maxCacheBatch bounds how many results one SetMulti carries.
@@ -86,6 +88,25 @@ func (n *Node) resultComputed(fn rpc.FunctionInfo, args []any, result any) {
 	}
 }
 
+// storeResults stores a chunk's results. The node's own in-memory cache
+// takes them at once, in the chunk's goroutine after its reply is built:
+// that costs less than queueing them, and nothing is dropped. A memcached
+// or an embedder's cache gets them through the writers, as one entry of
+// the queue.
+func (n *Node) storeResults(items []cache.Item) {
+	if _, ok := n.cache.(*cache.Memory); ok && n.ownsCache {
+		n.cache.SetMulti(n.ctx, items)
+		return
+	}
+	n.cacheBacklog.Add(1)
+	select {
+	case n.cacheWrites <- cacheWrite{ready: items}:
+	default:
+		n.cacheBacklog.Add(-1)
+		n.cacheDropped.Add(uint64(len(items)))
+	}
+}
+
 // FlushCache waits until the results queued for the cache so far have been
 // written (or given up on), or ctx ends.
 func (n *Node) FlushCache(ctx context.Context) error {
@@ -121,17 +142,8 @@ func (n *Node) writeCache() {
 		taken := 0
 		for {
 			taken++
-			key, err := cache.Key(w.fn.Name, w.fn.Version, w.args...)
-			buf.Reset()
-			if err == nil {
-				err = enc.Encode(w.result)
-			}
-			if err != nil {
-				n.log.Debug("result not cacheable", "function", w.fn.Name, "err", err)
-			} else {
-				batch = append(batch, cache.Item{Key: key, Value: bytes.Clone(buf.Bytes())})
-			}
-			if len(batch) == maxCacheBatch {
+			batch = n.appendWrite(batch, w, enc, &buf)
+			if len(batch) >= maxCacheBatch {
 				break
 			}
 			select {
@@ -146,6 +158,24 @@ func (n *Node) writeCache() {
 		n.cache.SetMulti(n.ctx, batch)
 		n.cacheBacklog.Add(-int64(taken))
 	}
+}
+
+// appendWrite adds w's results to batch: a chunk's as they are, a single
+// call's with its key and encoded result.
+func (n *Node) appendWrite(batch []cache.Item, w cacheWrite, enc *msgpack.Encoder, buf *bytes.Buffer) []cache.Item {
+	if w.ready != nil {
+		return append(batch, w.ready...)
+	}
+	key, err := cache.Key(w.fn.Name, w.fn.Version, w.args...)
+	buf.Reset()
+	if err == nil {
+		err = enc.Encode(w.result)
+	}
+	if err != nil {
+		n.log.Debug("result not cacheable", "function", w.fn.Name, "err", err)
+		return batch
+	}
+	return append(batch, cache.Item{Key: key, Value: bytes.Clone(buf.Bytes())})
 }
 
 // followCacheRing points a gossip cache ring at the memcached servers the

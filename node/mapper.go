@@ -8,6 +8,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 	"github.com/vmihailenco/msgpack/v5/msgpcode"
 
+	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/rpc"
 )
@@ -15,12 +16,15 @@ import (
 // mapChunk serves shoal.map: it takes one executor slot for the whole
 // chunk and runs the items in order, each with its own timeout, so the
 // function's context ends on the node when an item's time is up or the
-// caller cancels.
+// caller cancels. The function is looked up once and every result is
+// encoded by one encoder into the reply's values. Only a chunk that asks
+// for it (Cache) costs cache keys and writes, one batch for the chunk.
 func (n *Node) mapChunk(ctx context.Context, req grid.MapRequest) (*grid.MapReply, error) {
-	if _, ok := n.srv.Lookup(req.Function); !ok {
+	fn, ok := n.srv.Prepare(req.Function)
+	if !ok {
 		return nil, rpc.Errorf(rpc.KindUnknownFunction, "no function named %q", req.Function)
 	}
-	items, err := req.Items.Split(nil)
+	items, err := req.Items.Split(make([][]byte, 0, req.Items.Count))
 	if err != nil {
 		return nil, rpc.Errorf(rpc.KindBadArguments, "shoal.map items: %v", err)
 	}
@@ -29,9 +33,18 @@ func (n *Node) mapChunk(ctx context.Context, req grid.MapRequest) (*grid.MapRepl
 		return nil, err
 	}
 	defer release()
-	reply := &grid.MapReply{}
+	info := fn.Info()
+	caching := req.Cache && info.Cacheable && n.cache != nil
+	var stored []cache.Item
+	maxCached := n.maxCachedSize()
+
+	reply := &grid.MapReply{Values: grid.Values{Count: len(items)}}
+	var out bytes.Buffer
+	out.Grow(len(req.Items.Raw))
+	enc := msgpack.NewEncoder(&out)
+	enc.UseCompactInts(true)
 	for i, params := range items {
-		var value []byte
+		start := out.Len()
 		err := ctx.Err()
 		if err == nil {
 			itemCtx, cancel := ctx, context.CancelFunc(func() {})
@@ -39,29 +52,34 @@ func (n *Node) mapChunk(ctx context.Context, req grid.MapRequest) (*grid.MapRepl
 				itemCtx, cancel = context.WithTimeout(ctx, time.Duration(req.TimeoutMs)*time.Millisecond)
 			}
 			var result any
-			result, err = n.srv.Invoke(itemCtx, req.Function, params)
+			result, err = fn.Call(itemCtx, params)
 			cancel()
 			if err == nil {
-				value, err = marshalCompact(result)
+				err = enc.Encode(result)
 			}
 		}
 		if err != nil {
+			out.Truncate(start)
+			out.WriteByte(msgpcode.Nil)
 			reply.Errors = append(reply.Errors, grid.ItemError{Index: i, Error: rpc.ErrorOf(err).Error()})
-			value = []byte{msgpcode.Nil}
+			continue
 		}
-		reply.Values.Append(value)
+		if caching {
+			value := out.Bytes()[start:]
+			if maxCached > 0 && len(value) > maxCached {
+				continue // the cache would refuse it
+			}
+			key, err := cache.KeyFromParams(info.Name, info.Version, params)
+			if err != nil {
+				n.log.Debug("result not cacheable", "function", info.Name, "err", err)
+				continue
+			}
+			stored = append(stored, cache.Item{Key: key, Value: bytes.Clone(value)})
+		}
+	}
+	reply.Values.Raw = out.Bytes()
+	if len(stored) > 0 {
+		n.storeResults(stored)
 	}
 	return reply, nil
-}
-
-// marshalCompact encodes v as rpc replies and cached values are encoded:
-// integers in their shortest form.
-func marshalCompact(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := msgpack.NewEncoder(&buf)
-	enc.UseCompactInts(true)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
 }

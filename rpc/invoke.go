@@ -32,6 +32,42 @@ func (s *Server) Invoke(ctx context.Context, name string, params []byte) (any, e
 	return result, nil
 }
 
+// Prepared is a user function looked up once, to be called many times in
+// a row (a node's shoal.map chunk): each Call decodes one argument array
+// and runs the function as Invoke does, with the same errors, but skips the
+// lookup and does not report to ServerConfig.Completed; whoever drives it
+// decides what is cached.
+type Prepared struct {
+	s *Server
+	f *function
+}
+
+// Prepare looks up the user function name for a run of calls.
+func (s *Server) Prepare(name string) (*Prepared, bool) {
+	f := s.reg.lookup(name)
+	if f == nil || f.system {
+		return nil, false
+	}
+	return &Prepared{s: s, f: f}, true
+}
+
+// Info describes the prepared function.
+func (p *Prepared) Info() FunctionInfo { return p.f.info }
+
+// Call runs the function with params, the msgpack encoding of its argument
+// array.
+func (p *Prepared) Call(ctx context.Context, params []byte) (any, error) {
+	args, err := p.s.decodeParams(p.f, params)
+	if err != nil {
+		return nil, err
+	}
+	result, callErr := p.f.call(ctx, args)
+	if callErr != nil {
+		return nil, callErr
+	}
+	return result, nil
+}
+
 // completed reports a successful call of a cacheable user function to
 // ServerConfig.Completed; other calls cost nothing here.
 func (s *Server) completed(f *function, args []reflect.Value, result any) {
