@@ -126,7 +126,6 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-
 // Result is the outcome of one item.
 type Result struct {
 	Index int
