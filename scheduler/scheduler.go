@@ -348,11 +348,6 @@ func (j *job) run(ctx context.Context) (Stats, error) {
 		if turnHook != nil {
 			turnHook()
 		}
-		j.advance()
-		if j.srcErr != nil {
-			j.flush()
-			return j.abort(j.srcErr)
-		}
 		if err := ctx.Err(); err != nil {
 			return j.abort(err)
 		}
@@ -360,6 +355,11 @@ func (j *job) run(ctx context.Context) (Stats, error) {
 		j.promoteRetries(now)
 		j.expireOverdue(now)
 		j.hedgeSuspects(ctx)
+		// The results are handed over before new items are taken: the
+		// window is counted from the earliest item the caller has not
+		// had.
+		j.advance()
+		j.flush()
 		j.dispatch(ctx)
 		j.advance()
 		j.flush()
@@ -736,6 +736,7 @@ func (j *job) lookupAhead(ctx context.Context, want int) {
 		}
 		j.lookupCache(ctx, items)
 		j.advance()
+		j.flush()
 	}
 }
 
