@@ -104,10 +104,10 @@ func WithHedging() Option { return func(o *jobOptions) { o.sched.Hedge = true } 
 // WithoutCache sends every item, even for cacheable functions.
 func WithoutCache() Option { return func(o *jobOptions) { o.noCache = true } }
 
-// WithProgress calls f as results arrive (once per batch of them, from
-// the goroutine ranging over the results) with how many items are done
-// and how many there are: -1 for inputs given as an iter.Seq, whose
-// length is unknown. f must not block.
+// WithProgress calls f as results arrive, once per batch of them (after
+// Stream has yielded the batch, on the goroutine ranging over it), with
+// how many items are done and how many there are: -1 for inputs given as
+// an iter.Seq, whose length is unknown. f must not block.
 func WithProgress(f func(done, total int)) Option { return func(o *jobOptions) { o.progress = f } }
 
 // InOrder makes Stream and StreamSeq yield results in input order: a
@@ -303,13 +303,14 @@ func run(ctx context.Context, c *Client, fn string, src scheduler.Source, total 
 		if stopped {
 			return // the job ends at its next turn
 		}
-		done += len(batch)
-		if o.progress != nil {
-			o.progress(done, total)
-		}
 		if !each(batch) {
 			stopped = true
 			cancel()
+			return
+		}
+		done += len(batch)
+		if o.progress != nil {
+			o.progress(done, total)
 		}
 	})
 	if o.stats != nil {
