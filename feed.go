@@ -6,7 +6,6 @@ import (
 	"iter"
 	"sync"
 
-	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/scheduler"
 )
 
@@ -17,7 +16,7 @@ const feedBytes = 64 << 10
 // feed is the job's source for inputs given as an iter.Seq: a goroutine
 // ranges over the sequence and encodes each input into the feed's
 // buffer, at most feedBytes ahead; the job takes the whole buffer at once
-// and swaps in the one it has read, so that the lock is taken once per
+// and hands back the one it has read, so that the lock is taken once per
 // input by the goroutine and once per buffer by the job. The goroutine
 // may wait for its inputs as long as it likes: the job is a
 // scheduler.Waiter's, and goes on with the nodes' answers meanwhile.
@@ -25,14 +24,16 @@ type feed struct {
 	mu      sync.Mutex
 	space   sync.Cond     // signalled when the job takes the buffer, or stops
 	buf     []byte        // inputs encoded and not yet taken
+	ends    []int         // where each of them ends in buf
 	end     error         // io.EOF once the inputs ended, or why they failed
 	waiting bool          // the job found nothing and waits for ready
 	stopped bool          // the job is over: encode no more
 	ready   chan struct{} // one wake-up for the job
 
-	// The job's side.
-	taken []byte // what is left of the buffer it took
-	spare []byte // the buffer it took, to hand back
+	// The job's side: the buffer it took, and how far it has read it.
+	taken     []byte
+	takenEnds []int
+	next      int // the next input in taken
 
 	// The goroutine's side.
 	done     chan struct{} // closed when it has returned
@@ -80,6 +81,7 @@ func put[In any](f *feed, enc *argEncoder, in *In) bool {
 		f.end = err
 	} else {
 		f.buf = out
+		f.ends = append(f.ends, len(out))
 	}
 	f.wake()
 	return err == nil
@@ -108,7 +110,9 @@ func (f *feed) wake() {
 
 // Next is scheduler.Source's: it never waits.
 func (f *feed) Next(buf []byte) ([]byte, error) {
-	if len(f.taken) == 0 {
+	if f.next == len(f.takenEnds) {
+		// The job has read the buffer it took: hand it back for the next
+		// inputs, and take the one filled meanwhile.
 		f.mu.Lock()
 		if len(f.buf) == 0 {
 			err := f.end
@@ -119,19 +123,18 @@ func (f *feed) Next(buf []byte) ([]byte, error) {
 			f.mu.Unlock()
 			return buf, err
 		}
-		full := f.buf
-		f.buf = f.spare[:0]
-		f.spare, f.taken = full, full
+		f.taken, f.buf = f.buf, f.taken[:0]
+		f.takenEnds, f.ends = f.ends, f.takenEnds[:0]
+		f.next = 0
 		f.space.Signal()
 		f.mu.Unlock()
 	}
-	n, err := grid.ValueLen(f.taken)
-	if err != nil {
-		return buf, err // the encoder wrote something that is not msgpack: a bug
+	start := 0
+	if f.next > 0 {
+		start = f.takenEnds[f.next-1]
 	}
-	buf = append(buf, f.taken[:n]...)
-	f.taken = f.taken[n:]
-	return buf, nil
+	f.next++
+	return append(buf, f.taken[start:f.takenEnds[f.next-1]]...), nil
 }
 
 // Ready is scheduler.Waiter's.

@@ -250,12 +250,17 @@ func StreamSeq[In, Out any](ctx context.Context, c *Client, fn string, inputs it
 // streamFrom runs the job and yields its items.
 func streamFrom[Out any](ctx context.Context, c *Client, fn string, src scheduler.Source, total int, o *jobOptions, yield func(Item[Out], error) bool) {
 	var dec resultDecoder
+	value := new(Out) // decoded into here: a result's own variable would escape, one allocation per item
 	stopped, err := run(ctx, c, fn, src, total, o, func(batch []scheduler.Result) bool {
 		for _, r := range batch {
 			it := Item[Out]{Index: r.Index, Err: r.Err, Cached: r.Cached, Node: r.Node, Attempts: r.Attempts}
 			if r.Err == nil {
-				if err := decodeResult(&dec, r.Value, &it.Value); err != nil {
+				var zero Out
+				*value = zero
+				if err := decodeResult(&dec, r.Value, value); err != nil {
 					it.Err = &rpc.DecodeError{Method: fn, Err: err}
+				} else {
+					it.Value = *value
 				}
 			}
 			if !yield(it, nil) {

@@ -256,6 +256,7 @@ type job struct {
 	done          chan chunkDone
 	spare         []*chunk // answered chunks, their buffers ready for reuse
 	skipped       []queuedItem
+	ends          []int // where each result of a chunk ends
 
 	nodes   []string          // node names by id; id 0 is none
 	nodeIDs map[string]uint32 // and ids by name
@@ -500,7 +501,8 @@ func (j *job) flush() {
 		return
 	}
 	j.emit(j.batch)
-	clear(j.batch) // so that the values can be collected
+	// Not cleared: the next batch overwrites it, and until then it holds
+	// on to a few chunks' answers at most.
 	j.batch = j.batch[:0]
 }
 
@@ -877,7 +879,9 @@ func (j *job) completed(d chunkDone) {
 		j.recycle(c)
 		return
 	}
-	if err := checkValues(d.reply.Values, len(c.items)); err != nil {
+	ends, err := splitValues(j.ends[:0], d.reply.Values, len(c.items))
+	j.ends = ends
+	if err != nil {
 		b.Failure(time.Now())
 		j.failAll(c, node, rpc.Errorf(rpc.KindUnavailable, "%s answered a malformed chunk: %v", c.worker.Name, err))
 		j.recycle(c)
@@ -901,12 +905,11 @@ func (j *job) completed(d chunkDone) {
 		args = make([][]byte, len(c.items))
 		c.eachArgs(func(k int, a []byte) { args[k] = a })
 	}
-	rest := d.reply.Values.Raw
-	e, ok := 0, 0
+	raw := d.reply.Values.Raw
+	e, ok, start := 0, 0, 0
 	for k, i := range c.items {
-		n, _ := grid.ValueLen(rest) // checkValues measured them all
-		value := rest[:n:n]
-		rest = rest[n:]
+		value := raw[start:ends[k]:ends[k]]
+		start = ends[k]
 		for e < len(errs) && errs[e].Index < k {
 			e++
 		}
@@ -929,23 +932,25 @@ func (j *job) completed(d chunkDone) {
 	j.recycle(c)
 }
 
-// checkValues checks that values holds n well-formed values.
-func checkValues(values grid.Values, n int) error {
+// splitValues appends to ends where each of the n values in values ends,
+// failing unless it holds exactly n well-formed values.
+func splitValues(ends []int, values grid.Values, n int) ([]int, error) {
 	if values.Count != n {
-		return fmt.Errorf("%d results for %d items", values.Count, n)
+		return ends, fmt.Errorf("%d results for %d items", values.Count, n)
 	}
-	rest := values.Raw
+	end := 0
 	for k := 0; k < n; k++ {
-		size, err := grid.ValueLen(rest)
+		size, err := grid.ValueLen(values.Raw[end:])
 		if err != nil {
-			return fmt.Errorf("result %d of %d: %w", k+1, n, err)
+			return ends, fmt.Errorf("result %d of %d: %w", k+1, n, err)
 		}
-		rest = rest[size:]
+		end += size
+		ends = append(ends, end)
 	}
-	if len(rest) > 0 {
-		return fmt.Errorf("%d bytes after %d results", len(rest), n)
+	if end != len(values.Raw) {
+		return ends, fmt.Errorf("%d bytes after %d results", len(values.Raw)-end, n)
 	}
-	return nil
+	return ends, nil
 }
 
 // failAll fails every item of c that has no result and no other copy in
