@@ -52,18 +52,19 @@ including, B; one argument each) or from --input FILE (or - for stdin): one
 JSON value per line, an array being the argument list and anything else a
 single argument; blank lines are skipped. Inputs are read as the job goes,
 never held whole: results start before the input ends, and the job runs in
-the same memory whatever its size. A line that is not JSON ends the input:
-the items before it finish and print, and the command exits 1 naming it.
+the same memory whatever its size. A bad line (not JSON, or two values on
+one line) ends the input: the items before it finish and print, and the
+command exits 1 naming the line.
 
 With --format records each line is an object with index, result or error,
 cached, node and attempts. A failed item prints null in the default format,
 and its error goes to stderr with its index.
 
 stderr shows a progress bar on a terminal (nothing of it in a pipe; a
-count without a total for --input) and a
-final summary line; --summary-json FILE writes the same as an object with
-items, ok, failed, cached, retries, reissued, seconds, items_per_second and
-per_node (items computed by each node).
+count without a total for --input) and a final summary line;
+--summary-json FILE writes the same as an object with items, ok, failed,
+cached, retries, reissued, seconds, items_per_second and per_node (items
+computed by each node).
 
 An item that fails for a retryable reason (a lost node, a broken
 connection, a timeout, an overloaded node) is tried again, on another node
