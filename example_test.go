@@ -95,6 +95,31 @@ func ExampleStream() {
 	// Output: [0:GOSSIP 1:GRID 2:SHOAL]
 }
 
+// StreamSeq takes its inputs from a sequence of any length, read as the
+// job goes, and with InOrder yields the results in input order.
+func ExampleStreamSeq() {
+	n, stop := startGrid()
+	defer stop()
+	c := dial(n.RPCAddr())
+	defer c.Close()
+
+	evens := func(yield func(int) bool) {
+		for i := 0; i < 10; i += 2 {
+			if !yield(i) {
+				return
+			}
+		}
+	}
+	for it, err := range shoal.StreamSeq[int, int](context.Background(), c, "square", evens, shoal.InOrder()) {
+		if err != nil {
+			panic(err)
+		}
+		fmt.Print(it.Value, " ")
+	}
+	fmt.Println()
+	// Output: 0 4 16 36 64
+}
+
 // Call routes one call to the least loaded node offering the function.
 func ExampleClient_Call() {
 	n, stop := startGrid()

@@ -1,14 +1,19 @@
 package shoal
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"iter"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+	"github.com/vmihailenco/msgpack/v5/msgpcode"
 
 	"github.com/shoalgrid/shoal/rpc"
 	"github.com/shoalgrid/shoal/scheduler"
@@ -19,7 +24,7 @@ import (
 // function's single argument.
 type Args []any
 
-// Item is one input's outcome, as Stream yields them.
+// Item is one input's outcome, as Stream and StreamSeq yield them.
 type Item[Out any] struct {
 	Index    int   // the input's position
 	Value    Out   // the result, when Err is nil
@@ -99,9 +104,18 @@ func WithHedging() Option { return func(o *jobOptions) { o.sched.Hedge = true } 
 // WithoutCache sends every item, even for cacheable functions.
 func WithoutCache() Option { return func(o *jobOptions) { o.noCache = true } }
 
-// WithProgress calls f after each item with how many are done; f must not
-// block.
+// WithProgress calls f as results arrive, once per batch of them (after
+// Stream has yielded the batch, on the goroutine ranging over it), with
+// how many items are done and how many there are: -1 for inputs given as
+// an iter.Seq, whose length is unknown. f must not block.
 func WithProgress(f func(done, total int)) Option { return func(o *jobOptions) { o.progress = f } }
+
+// InOrder makes Stream and StreamSeq yield results in input order: a
+// result waits for those of the items before it. The job then holds up to
+// scheduler.DefaultWindow results back behind a slow item, and takes no
+// new items meanwhile. (Map and MapSeq return results in input order
+// anyway.)
+func InOrder() Option { return func(o *jobOptions) { o.sched.Ordered = true } }
 
 // WithStats stores the job's statistics in *s when it ends.
 func WithStats(s *Stats) Option { return func(o *jobOptions) { o.stats = s } }
@@ -130,19 +144,30 @@ func (e ItemErrors) Error() string {
 // Map applies fn to every input across the grid and returns the results
 // in input order. If some items fail, the others are still returned and
 // the error is an ItemErrors naming the failed ones; an error of the job
-// itself (no node offers fn, ctx ended) returns nil results.
+// itself (no node offers fn, ctx ended, an input that cannot be encoded)
+// returns nil results.
 func Map[In, Out any](ctx context.Context, c *Client, fn string, inputs []In, opts ...Option) ([]Out, error) {
+	o, err := prepare(ctx, c, fn, opts)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Out, len(inputs))
 	failed := ItemErrors{}
-	for it, err := range Stream[In, Out](ctx, c, fn, inputs, opts...) {
-		if err != nil {
-			return nil, err
+	var dec resultDecoder
+	_, err = run(ctx, c, fn, &sliceSource[In]{inputs: inputs}, len(inputs), o, func(batch []scheduler.Result) bool {
+		for _, r := range batch {
+			if r.Err != nil {
+				failed[r.Index] = r.Err
+			} else if err := decodeResult(&dec, r.Value, &out[r.Index]); err != nil {
+				var zero Out
+				out[r.Index] = zero
+				failed[r.Index] = &rpc.DecodeError{Method: fn, Err: err}
+			}
 		}
-		if it.Err != nil {
-			failed[it.Index] = it.Err
-			continue
-		}
-		out[it.Index] = it.Value
+		return true
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(failed) > 0 {
 		return out, failed
@@ -150,86 +175,253 @@ func Map[In, Out any](ctx context.Context, c *Client, fn string, inputs []In, op
 	return out, nil
 }
 
-// Stream is Map yielding each item as it completes, in completion order.
-// A job-level error is yielded last, with a zero Item.
+// MapSeq is Map for inputs given as a sequence, read as the job has room
+// for them (see StreamSeq); it returns the results in input order.
+func MapSeq[In, Out any](ctx context.Context, c *Client, fn string, inputs iter.Seq[In], opts ...Option) ([]Out, error) {
+	o, err := prepare(ctx, c, fn, opts)
+	if err != nil {
+		return nil, err
+	}
+	o.sched.Ordered = true
+	var out []Out
+	failed := ItemErrors{}
+	var dec resultDecoder
+	src := startFeed(inputs)
+	defer src.close()
+	_, err = run(ctx, c, fn, src, -1, o, func(batch []scheduler.Result) bool {
+		for _, r := range batch {
+			var zero Out
+			out = append(out, zero)
+			if r.Err != nil {
+				failed[r.Index] = r.Err
+			} else if err := decodeResult(&dec, r.Value, &out[r.Index]); err != nil {
+				out[r.Index] = zero
+				failed[r.Index] = &rpc.DecodeError{Method: fn, Err: err}
+			}
+		}
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(failed) > 0 {
+		return out, failed
+	}
+	return out, nil
+}
+
+// Stream is Map yielding each item as it completes, in completion order,
+// or in input order with InOrder. A job-level error is yielded last, with
+// a zero Item. The job runs in the loop's own goroutine: while the loop's
+// body runs, the chunks in flight go on, and new ones wait.
 func Stream[In, Out any](ctx context.Context, c *Client, fn string, inputs []In, opts ...Option) iter.Seq2[Item[Out], error] {
 	return func(yield func(Item[Out], error) bool) {
-		var o jobOptions
-		for _, opt := range opts {
-			opt(&o)
-		}
-		if o.err != nil {
-			yield(Item[Out]{}, o.err)
+		o, err := prepare(ctx, c, fn, opts)
+		if err != nil {
+			yield(Item[Out]{}, err)
 			return
 		}
-		items := make([]msgpack.RawMessage, len(inputs))
-		for i, in := range inputs {
-			var err error
-			if items[i], err = encodeArgs(in); err != nil {
-				yield(Item[Out]{}, fmt.Errorf("shoal: input %d: %w", i, err))
-				return
-			}
-		}
-		view := c.view()
-		f, ok := view.Function(fn)
-		if !ok {
-			yield(Item[Out]{}, unknownFunction(view, fn))
-			return
-		}
-		o.sched.Version = f.Version
-		if f.Cacheable && !o.noCache {
-			o.sched.Cache = c.resultCache(ctx)
-		}
-		ctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-
-		results := make(chan scheduler.Result, 256)
-		type outcome struct {
-			stats scheduler.Stats
-			err   error
-		}
-		finished := make(chan outcome, 1)
-		go func() {
-			g := scheduler.Grid{Caller: c.pool, Members: &c.views}
-			st, err := scheduler.Run(ctx, g, fn, items, o.sched, func(r scheduler.Result) { results <- r })
-			close(results)
-			finished <- outcome{st, err}
-		}()
-		done, stopped := 0, false
-		for r := range results {
-			if stopped {
-				continue // drain so the job can end
-			}
-			done++
-			if o.progress != nil {
-				o.progress(done, len(inputs))
-			}
-			it := Item[Out]{Index: r.Index, Err: r.Err, Cached: r.Cached, Node: r.Node, Attempts: r.Attempts}
-			if r.Err == nil {
-				if err := msgpack.Unmarshal(r.Value, &it.Value); err != nil {
-					it.Err = &rpc.DecodeError{Method: fn, Err: err}
-				}
-			}
-			if !yield(it, nil) {
-				stopped = true
-				cancel()
-			}
-		}
-		res := <-finished
-		if o.stats != nil {
-			*o.stats = res.stats
-		}
-		if res.err != nil && !stopped {
-			yield(Item[Out]{}, res.err)
-		}
+		streamFrom(ctx, c, fn, &sliceSource[In]{inputs: inputs}, len(inputs), o, yield)
 	}
 }
 
-// encodeArgs encodes an input as the argument array of one call.
-func encodeArgs(in any) ([]byte, error) {
-	args, ok := in.(Args)
-	if !ok {
-		args = Args{in}
+// StreamSeq is Stream for inputs given as a sequence, of any length: the
+// job reads inputs ahead of what it sends by at most 64 KiB of encoded
+// items, and holds at most its window of items (scheduler.DefaultWindow),
+// so it runs in constant memory however long inputs is. inputs runs on a
+// goroutine of its own, so results keep coming while it waits for its
+// next item. When the job ends before inputs does (the loop broke, ctx
+// ended, the job failed), inputs' next yield returns false; StreamSeq
+// returns once inputs has returned. A panic in inputs is raised again in
+// the loop's goroutine.
+func StreamSeq[In, Out any](ctx context.Context, c *Client, fn string, inputs iter.Seq[In], opts ...Option) iter.Seq2[Item[Out], error] {
+	return func(yield func(Item[Out], error) bool) {
+		o, err := prepare(ctx, c, fn, opts)
+		if err != nil {
+			yield(Item[Out]{}, err)
+			return
+		}
+		src := startFeed(inputs)
+		defer src.close()
+		streamFrom(ctx, c, fn, src, -1, o, yield)
 	}
-	return msgpack.Marshal([]any(args))
+}
+
+// streamFrom runs the job and yields its items.
+func streamFrom[Out any](ctx context.Context, c *Client, fn string, src scheduler.Source, total int, o *jobOptions, yield func(Item[Out], error) bool) {
+	var dec resultDecoder
+	value := new(Out) // decoded into here: a result's own variable would escape, one allocation per item
+	stopped, err := run(ctx, c, fn, src, total, o, func(batch []scheduler.Result) bool {
+		for _, r := range batch {
+			it := Item[Out]{Index: r.Index, Err: r.Err, Cached: r.Cached, Node: r.Node, Attempts: r.Attempts}
+			if r.Err == nil {
+				var zero Out
+				*value = zero
+				if err := decodeResult(&dec, r.Value, value); err != nil {
+					it.Err = &rpc.DecodeError{Method: fn, Err: err}
+				} else {
+					it.Value = *value
+				}
+			}
+			if !yield(it, nil) {
+				return false
+			}
+		}
+		return true
+	})
+	if err != nil && !stopped {
+		yield(Item[Out]{}, err)
+	}
+}
+
+// prepare reads the options and finds fn in the grid, before any input is
+// read.
+func prepare(ctx context.Context, c *Client, fn string, opts []Option) (*jobOptions, error) {
+	o := &jobOptions{}
+	for _, opt := range opts {
+		opt(o)
+	}
+	if o.err != nil {
+		return nil, o.err
+	}
+	view := c.view()
+	f, ok := view.Function(fn)
+	if !ok {
+		return nil, unknownFunction(view, fn)
+	}
+	o.sched.Version = f.Version
+	if f.Cacheable && !o.noCache {
+		o.sched.Cache = c.resultCache(ctx)
+	}
+	return o, nil
+}
+
+// run runs fn over src on c's grid and hands each batch of results to
+// each, which returns false to end the job early (stopped is then true,
+// and err nil).
+func run(ctx context.Context, c *Client, fn string, src scheduler.Source, total int, o *jobOptions, each func([]scheduler.Result) bool) (stopped bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := 0
+	g := scheduler.Grid{Caller: c.pool, Members: &c.views}
+	st, err := scheduler.Run(ctx, g, fn, src, o.sched, func(batch []scheduler.Result) {
+		if stopped {
+			return // the job ends at its next turn
+		}
+		if !each(batch) {
+			stopped = true
+			cancel()
+			return
+		}
+		done += len(batch)
+		if o.progress != nil {
+			o.progress(done, total)
+		}
+	})
+	if o.stats != nil {
+		*o.stats = st
+	}
+	if stopped {
+		return true, nil
+	}
+	var inputErr *scheduler.InputError
+	if errors.As(err, &inputErr) {
+		err = fmt.Errorf("shoal: %w", err)
+	}
+	return false, err
+}
+
+// sliceSource gives a slice's inputs to a job, encoding each into the
+// chunk that carries it.
+type sliceSource[In any] struct {
+	inputs []In
+	next   int
+	enc    argEncoder
+}
+
+func (s *sliceSource[In]) Next(buf []byte) ([]byte, error) {
+	if s.next >= len(s.inputs) {
+		return buf, io.EOF
+	}
+	s.next++
+	return appendInput(&s.enc, buf, &s.inputs[s.next-1])
+}
+
+// resultDecoder decodes results with one msgpack decoder, reset onto each.
+type resultDecoder struct {
+	r   bytes.Reader
+	dec *msgpack.Decoder
+}
+
+// decodeResult decodes the encoded result value into *out; a RawMessage
+// takes the bytes as they are, without copying them (nothing writes them
+// again). Integers into an int or int64 are read directly, exactly as
+// msgpack's decoder reads them.
+func decodeResult[Out any](d *resultDecoder, value []byte, out *Out) error {
+	switch p := any(out).(type) {
+	case *msgpack.RawMessage:
+		*p = value
+		return nil
+	case *int:
+		if n, ok := plainInt(value); ok {
+			*p = int(n)
+			return nil
+		}
+	case *int64:
+		if n, ok := plainInt(value); ok {
+			*p = n
+			return nil
+		}
+	}
+	d.r.Reset(value)
+	if d.dec == nil {
+		d.dec = msgpack.NewDecoder(&d.r)
+	} else {
+		d.dec.Reset(&d.r)
+	}
+	return d.dec.Decode(out)
+}
+
+// plainInt reads an integer encoded in one of msgpack's integer forms, as
+// msgpack's decoder does (a uint64 beyond int64 wraps, as there); ok is
+// false for anything else, left to the decoder.
+func plainInt(b []byte) (n int64, ok bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	c := b[0]
+	if msgpcode.IsFixedNum(c) {
+		return int64(int8(c)), len(b) == 1
+	}
+	size := 0
+	switch c {
+	case msgpcode.Uint8, msgpcode.Int8:
+		size = 1
+	case msgpcode.Uint16, msgpcode.Int16:
+		size = 2
+	case msgpcode.Uint32, msgpcode.Int32:
+		size = 4
+	case msgpcode.Uint64, msgpcode.Int64:
+		size = 8
+	default:
+		return 0, false
+	}
+	if len(b) != 1+size {
+		return 0, false
+	}
+	switch c {
+	case msgpcode.Uint8:
+		return int64(b[1]), true
+	case msgpcode.Int8:
+		return int64(int8(b[1])), true
+	case msgpcode.Uint16:
+		return int64(binary.BigEndian.Uint16(b[1:])), true
+	case msgpcode.Int16:
+		return int64(int16(binary.BigEndian.Uint16(b[1:]))), true
+	case msgpcode.Uint32:
+		return int64(binary.BigEndian.Uint32(b[1:])), true
+	case msgpcode.Int32:
+		return int64(int32(binary.BigEndian.Uint32(b[1:]))), true
+	}
+	return int64(binary.BigEndian.Uint64(b[1:])), true
 }

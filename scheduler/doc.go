@@ -1,13 +1,22 @@
 // Package scheduler runs map jobs over a grid: it applies one registered
-// function to a list of inputs on the nodes that offer it, in chunks sent
-// with one shoal.map call each, and returns the results in input order.
+// function to a stream of inputs on the nodes that offer it, in chunks
+// sent with one shoal.map call each, and hands the results back in
+// batches, as they are answered or in input order.
 //
 // A job reaches the nodes through a grid.Caller and learns who they are
 // from a Membership: *rpc.Pool and *grid.Views in a client, in-process
-// fakes in tests. Everything else is the job's own, on one goroutine:
+// fakes in tests. It takes its items from a Source, one at a time, only as
+// its window has room: an item is taken only while it is fewer than
+// Options.Window items past the earliest item not yet handed back, so a
+// job of any length holds the same memory (the state of its window, the
+// chunks in flight, and, in input order, the results held back behind a
+// slow item), and a chunk's arguments are encoded into it as it is
+// filled. Everything else is the job's own, on one goroutine:
 //
 //   - chunks are sized from the measured cost of an item, so fast items
-//     travel hundreds to a call and slow ones one by one;
+//     travel thousands to a call (at most 1 MiB of arguments, and small
+//     enough for two rounds of chunks on every slot to fit in the window)
+//     and slow ones one by one;
 //   - each node holds at most ChunksPerSlot chunks per slot, and the node
 //     with the most free room per slot gets the next one;
 //   - an item that failed for a retryable reason (a node lost, a broken

@@ -462,11 +462,11 @@ func (g *fakeGrid) start(t *testing.T, ctx context.Context, n int, opts schedule
 	j := &fakeJob{cancel: cancel, done: make(chan struct{}), seen: make([]int, n), results: make([]scheduler.Result, n)}
 	go func() {
 		defer close(j.done)
-		j.stats, j.err = scheduler.Run(ctx, scheduler.Grid{Caller: g, Members: &g.members}, fakeFn, items, opts, func(r scheduler.Result) {
+		j.stats, j.err = scheduler.Run(ctx, scheduler.Grid{Caller: g, Members: &g.members}, fakeFn, scheduler.Encoded(items), opts, each(func(r scheduler.Result) {
 			j.seen[r.Index]++
 			j.results[r.Index] = r
 			j.delivered.Add(1)
-		})
+		}))
 		j.returned = time.Now()
 	}()
 	t.Cleanup(func() {
@@ -479,6 +479,15 @@ func (g *fakeGrid) start(t *testing.T, ctx context.Context, n int, opts schedule
 		}
 	})
 	return j
+}
+
+// each makes an emit function of a function of one result.
+func each(f func(scheduler.Result)) func([]scheduler.Result) {
+	return func(batch []scheduler.Result) {
+		for _, r := range batch {
+			f(r)
+		}
+	}
 }
 
 // wait waits for Run to return and checks that it delivered every item

@@ -125,10 +125,10 @@ func run(t *testing.T, ctx context.Context, g scheduler.Grid, fn string, items [
 	t.Helper()
 	results := make([]scheduler.Result, len(items))
 	seen := make([]int, len(items))
-	st, err := scheduler.Run(ctx, g, fn, items, opts, func(r scheduler.Result) {
+	st, err := scheduler.Run(ctx, g, fn, scheduler.Encoded(items), opts, each(func(r scheduler.Result) {
 		seen[r.Index]++
 		results[r.Index] = r
-	})
+	}))
 	for i, n := range seen {
 		if n > 1 {
 			t.Fatalf("item %d delivered %d times", i, n)
@@ -202,7 +202,7 @@ func TestFunctionErrorsAreDeliveredNotRetried(t *testing.T) {
 func TestUnknownFunctionFailsAtOnce(t *testing.T) {
 	c := startCluster(t, 1, nil)
 	start := time.Now()
-	_, err := scheduler.Run(context.Background(), c.grid, "nope", []msgpack.RawMessage{params(t, 1)}, scheduler.Options{}, func(scheduler.Result) {})
+	_, err := scheduler.Run(context.Background(), c.grid, "nope", scheduler.Encoded([]msgpack.RawMessage{params(t, 1)}), scheduler.Options{}, func([]scheduler.Result) {})
 	if !errors.Is(err, rpc.ErrUnknownFunction) || time.Since(start) > time.Second {
 		t.Fatalf("unknown function: %v after %v", err, time.Since(start))
 	}
@@ -218,13 +218,13 @@ func TestKilledNodeMidJobLosesNothing(t *testing.T) {
 	var once sync.Once
 	results := make([]scheduler.Result, len(items))
 	seen := make([]int, len(items))
-	st, err := scheduler.Run(context.Background(), c.grid, "sleep", items, scheduler.Options{}, func(r scheduler.Result) {
+	st, err := scheduler.Run(context.Background(), c.grid, "sleep", scheduler.Encoded(items), scheduler.Options{}, each(func(r scheduler.Result) {
 		seen[r.Index]++
 		results[r.Index] = r
 		if delivered.Add(1) == 50 {
 			once.Do(func() { go c.nodes[2].Close() }) // dies without a word
 		}
-	})
+	}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,8 @@
 # The whole test suite, from a fresh Debian machine with Go: installs what
 # the tests need (gcc, memcached), checks formatting, vets, runs every test
 # under the race detector, fuzzes the RPC message reader briefly and
-# measures a node's memory under huge calls without the race detector.
+# measures a node's memory under huge calls and a client's over a large
+# job without the race detector.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,7 +46,8 @@ go test -run '^$' -fuzz '^FuzzServerConn$' -fuzztime "$SHOAL_FUZZTIME" ./rpc
 echo "== go test -race"
 go test -race -count=1 -timeout 8m ./...
 
-# The race detector's shadow memory would be measured with the node's own,
-# so the memory-bound test is built without it (memory_test.go is !race).
-echo "== node memory bounds (without the race detector)"
-go test -count=1 -run '^TestNodeMemoryBoundedUnderHugeCalls$' ./cmd/shoal
+# The race detector's shadow memory would be measured with the processes'
+# own, so the memory-bound tests are built without it (memory_test.go is
+# !race).
+echo "== node and client memory bounds (without the race detector)"
+go test -count=1 -run '^(TestNodeMemoryBoundedUnderHugeCalls|TestSubmitMemoryIsFlat)$' ./cmd/shoal

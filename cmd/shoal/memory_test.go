@@ -15,10 +15,12 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -325,4 +327,65 @@ func procStatusKiB(t *testing.T, pid int, name string) int64 {
 	}
 	t.Fatalf("no %s in /proc/%d/status", name, pid)
 	return 0
+}
+
+// clientMemoryBound is what `shoal submit` may hold at its peak, whatever
+// the job's size: its window of items, the chunks in flight, the runtime.
+const clientMemoryBound = 64 << 20
+
+// clientMemoryGrowth is how much more a job ten times larger may make the
+// client hold at its peak: noise of the collector's timing, not growth.
+const clientMemoryGrowth = 8 << 20
+
+// TestSubmitMemoryIsFlat runs `shoal submit --range 0:N square --no-cache`
+// for N of 200,000 and 2,000,000 against one node: every line of the
+// output must be right, and the client's peak resident size (its maxrss)
+// must stay under clientMemoryBound for both, the larger job holding at
+// most clientMemoryGrowth more than the smaller. (Inputs and results were
+// once all held: about 260 bytes an item, 730 MB for 3 million.)
+func TestSubmitMemoryIsFlat(t *testing.T) {
+	n := testutil.StartNode(t, "submit-mem", "")
+	bin := testutil.ShoalBinary(t)
+	peaks := make(map[int]int64)
+	sizes := []int{200_000, 2_000_000}
+	for _, size := range sizes {
+		cmd := exec.Command(bin, "submit", "--seed", n.RPC, "--range", fmt.Sprintf("0:%d", size), "--no-cache", "square")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill() })
+		// Every line is checked as it comes, so that this process holds
+		// none of them.
+		sc := bufio.NewScanner(stdout)
+		lines, wrong := 0, ""
+		for sc.Scan() {
+			if want := strconv.Itoa(lines * lines); sc.Text() != want && wrong == "" {
+				wrong = fmt.Sprintf("line %d is %q, want %s", lines, sc.Text(), want)
+			}
+			lines++
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("submit of %d items: %v\n%s", size, err, stderr.String())
+		}
+		if wrong != "" || lines != size {
+			t.Fatalf("submit of %d items printed %d lines; %s", size, lines, wrong)
+		}
+		peak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10 // KiB on Linux
+		peaks[size] = peak
+		t.Logf("%d items: %v, client peak resident %.1f MiB; %s", size, time.Since(start).Round(time.Millisecond),
+			float64(peak)/(1<<20), strings.TrimSpace(stderr.String()))
+		if peak > clientMemoryBound {
+			t.Errorf("the client held %.1f MiB at its peak for %d items; the bound is %d MiB", float64(peak)/(1<<20), size, clientMemoryBound>>20)
+		}
+	}
+	if grew := peaks[sizes[1]] - peaks[sizes[0]]; grew > clientMemoryGrowth {
+		t.Errorf("the client's peak grew by %.1f MiB from %d to %d items", float64(grew)/(1<<20), sizes[0], sizes[1])
+	}
 }

@@ -2,18 +2,23 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
+	"math"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"github.com/vmihailenco/msgpack/v5"
 	"golang.org/x/term"
 
 	"github.com/shoalgrid/shoal"
@@ -45,16 +50,21 @@ input order, one JSON value per line.
 Inputs come from --range A:B[:STEP] (the integers from A up to, not
 including, B; one argument each) or from --input FILE (or - for stdin): one
 JSON value per line, an array being the argument list and anything else a
-single argument; blank lines are skipped.
+single argument; blank lines are skipped. Inputs are read as the job goes,
+never held whole: results start before the input ends, and the job runs in
+the same memory whatever its size. A bad line (not JSON, or two values on
+one line) ends the input: the items before it finish and print, and the
+command exits 1 naming the line.
 
 With --format records each line is an object with index, result or error,
 cached, node and attempts. A failed item prints null in the default format,
 and its error goes to stderr with its index.
 
-stderr shows a progress bar on a terminal (nothing of it in a pipe) and a
-final summary line; --summary-json FILE writes the same as an object with
-items, ok, failed, cached, retries, reissued, seconds, items_per_second and
-per_node (items computed by each node).
+stderr shows a progress bar on a terminal (nothing of it in a pipe; a
+count without a total for --input) and a final summary line;
+--summary-json FILE writes the same as an object with items, ok, failed,
+cached, retries, reissued, seconds, items_per_second and per_node (items
+computed by each node).
 
 An item that fails for a retryable reason (a lost node, a broken
 connection, a timeout, an overloaded node) is tried again, on another node
@@ -130,10 +140,11 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 	if err := o.check(cmd); err != nil {
 		return err
 	}
-	inputs, err := o.inputs(stdin)
+	in, err := o.inputs(stdin)
 	if err != nil {
 		return err
 	}
+	defer in.close()
 	// An unwritable summary file is found out before the job runs, not
 	// after; a job that does not get to write it leaves no empty file.
 	var summaryFile *os.File
@@ -159,41 +170,47 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 	}
 	defer c.Close()
 
-	opts := []shoal.Option{shoal.WithAttempts(o.attempts), shoal.WithTimeout(o.timeout), shoal.WithChunkSize(o.chunk)}
+	opts := []shoal.Option{shoal.WithAttempts(o.attempts), shoal.WithTimeout(o.timeout), shoal.WithChunkSize(o.chunk), shoal.InOrder()}
 	if o.noCache {
 		opts = append(opts, shoal.WithoutCache())
 	}
 	if o.hedge {
 		opts = append(opts, shoal.WithHedging())
 	}
+	out := bufio.NewWriterSize(stdout, 64<<10)
 	var bar *progressbar.ProgressBar
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		bar = progressbar.NewOptions(len(inputs), progressbar.OptionSetWriter(stderr),
+		bar = progressbar.NewOptions64(in.total, progressbar.OptionSetWriter(stderr),
 			progressbar.OptionSetDescription(fn), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
 			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-		opts = append(opts, shoal.WithProgress(func(done, total int) { bar.Set(done) }))
 	}
+	// Each batch of results is flushed as it is printed, so that results
+	// show while the input is still coming.
+	opts = append(opts, shoal.WithProgress(func(done, _ int) {
+		if bar != nil {
+			bar.Set(done)
+		}
+		out.Flush() // an error sticks, and the next write reports it
+	}))
 	var st shoal.Stats
 	opts = append(opts, shoal.WithStats(&st))
 
-	out := bufio.NewWriterSize(stdout, 64<<10)
-	w := &orderedWriter{out: out, records: o.format == "records", pending: make(map[int]shoal.Item[any])}
-	var failures []shoal.Item[any]
-	var jobErr error
-	for it, err := range shoal.Stream[shoal.Args, any](ctx, c, fn, inputs, opts...) {
-		if err != nil {
-			jobErr = err
-			break
-		}
+	w := &resultWriter{out: out, records: o.format == "records"}
+	var failures []shoal.Item[msgpack.RawMessage] // the first few, to print
+	failed := 0
+	jobErr, writeErr := in.run(ctx, c, fn, opts, func(it shoal.Item[msgpack.RawMessage]) error {
 		if it.Err != nil {
-			failures = append(failures, it)
+			if failed++; len(failures) < maxFailuresShown {
+				failures = append(failures, it)
+			}
 		}
-		if err := w.add(it); err != nil {
-			return err
-		}
-	}
+		return w.write(it)
+	})
 	if bar != nil {
 		bar.Finish()
+	}
+	if writeErr != nil {
+		return writeErr
 	}
 	if err := out.Flush(); err != nil {
 		return err
@@ -214,15 +231,19 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 	if sum.Seconds > 0 {
 		sum.ItemsPerSec = float64(sum.Items) / sum.Seconds
 	}
-	for k, it := range failures {
-		if k == 20 {
-			fmt.Fprintf(stderr, "... and %d more failed items\n", len(failures)-k)
-			break
-		}
+	for _, it := range failures {
 		fmt.Fprintf(stderr, "item %d: %v\n", it.Index, it.Err)
+	}
+	if failed > len(failures) {
+		fmt.Fprintf(stderr, "... and %d more failed items\n", failed-len(failures))
 	}
 	fmt.Fprintf(stderr, "items %d, ok %d, failed %d, cached %d, retries %d, %.3fs, %.0f items/s\n",
 		sum.Items, sum.OK, sum.Failed, sum.Cached, sum.Retries, sum.Seconds, sum.ItemsPerSec)
+	if err := in.err(); err != nil {
+		// The items before the bad input ran and printed; the job is
+		// still not what was asked for.
+		return err
+	}
 	if summaryFile != nil {
 		b, _ := json.MarshalIndent(sum, "", "  ")
 		if err := summaryFile.Truncate(0); err != nil {
@@ -239,129 +260,334 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 	return nil
 }
 
-// inputs reads the job's inputs from --range or --input.
-func (o *submitOptions) inputs(stdin io.Reader) ([]shoal.Args, error) {
+// maxFailuresShown bounds the failed items whose errors stderr lists.
+const maxFailuresShown = 20
+
+// jobInputs are a job's inputs, read as the job goes.
+type jobInputs struct {
+	total int64 // how many, or -1 when unknown
+	// run runs the job over the inputs, handing each result in input
+	// order to each; it returns the job's error, and each's.
+	run func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option, each func(shoal.Item[msgpack.RawMessage]) error) (jobErr, eachErr error)
+	// err returns why the inputs ended early (a bad line), once run has
+	// returned.
+	err   func() error
+	close func()
+}
+
+// inputs opens the job's inputs from --range or --input.
+func (o *submitOptions) inputs(stdin io.Reader) (*jobInputs, error) {
 	switch {
 	case o.rangeSpec != "" && o.input != "":
 		return nil, errors.New("give --range or --input, not both")
 	case o.rangeSpec != "":
-		return parseRange(o.rangeSpec)
+		r, err := parseRange(o.rangeSpec)
+		if err != nil {
+			return nil, err
+		}
+		total := int64(-1)
+		if r.count <= math.MaxInt64 {
+			total = int64(r.count)
+		}
+		return &jobInputs{
+			total: total,
+			run: func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option, each func(shoal.Item[msgpack.RawMessage]) error) (error, error) {
+				return runOver(ctx, c, fn, r.all(), opts, each, func() {})
+			},
+			err:   func() error { return nil },
+			close: func() {},
+		}, nil
 	case o.input != "":
 		r := stdin
+		var file *os.File
 		if o.input != "-" {
 			f, err := os.Open(o.input)
 			if err != nil {
 				return nil, err
 			}
-			defer f.Close()
-			r = f
+			r, file = f, f
 		}
-		return readInputs(r)
+		lines := startReading(r)
+		return &jobInputs{
+			total: -1,
+			run: func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option, each func(shoal.Item[msgpack.RawMessage]) error) (error, error) {
+				return runOver(ctx, c, fn, lines.seq(ctx), opts, each, lines.stop)
+			},
+			err: lines.err,
+			close: func() {
+				lines.stop()
+				if file != nil {
+					file.Close()
+				}
+			},
+		}, nil
 	}
 	return nil, errors.New("no inputs: give --range A:B[:STEP] or --input FILE")
 }
 
-func parseRange(spec string) ([]shoal.Args, error) {
+// runOver runs fn over inputs in input order, handing each result to
+// each; stopInputs tells inputs to end when the job ends first.
+func runOver[In any](ctx context.Context, c *shoal.Client, fn string, inputs iter.Seq[In], opts []shoal.Option, each func(shoal.Item[msgpack.RawMessage]) error, stopInputs func()) (jobErr, eachErr error) {
+	for it, err := range shoal.StreamSeq[In, msgpack.RawMessage](ctx, c, fn, inputs, opts...) {
+		if err != nil {
+			jobErr = err
+		} else {
+			eachErr = each(it)
+		}
+		if jobErr != nil || eachErr != nil {
+			stopInputs() // before StreamSeq waits for inputs to return
+			break
+		}
+	}
+	return jobErr, eachErr
+}
+
+// intRange is the integers of --range: count of them, from start by step.
+type intRange struct {
+	start, step int64
+	count       uint64
+}
+
+// all yields the range's integers. They are computed from their position,
+// so that none wraps past the ends of int64.
+func (r intRange) all() iter.Seq[int64] {
+	return func(yield func(int64) bool) {
+		x := uint64(r.start)
+		for k := uint64(0); k < r.count; k++ {
+			if !yield(int64(x)) {
+				return
+			}
+			x += uint64(r.step) // two's complement: a negative step counts down
+		}
+	}
+}
+
+func parseRange(spec string) (intRange, error) {
 	parts := strings.Split(spec, ":")
 	if len(parts) < 2 || len(parts) > 3 {
-		return nil, fmt.Errorf("--range %q: want A:B or A:B:STEP", spec)
+		return intRange{}, fmt.Errorf("--range %q: want A:B or A:B:STEP", spec)
 	}
 	var nums [3]int64
 	nums[2] = 1
 	for i, p := range parts {
 		n, err := strconv.ParseInt(strings.TrimSpace(p), 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("--range %q: %q is not an integer", spec, p)
+			return intRange{}, fmt.Errorf("--range %q: %q is not an integer", spec, p)
 		}
 		nums[i] = n
 	}
 	a, b, step := nums[0], nums[1], nums[2]
 	if step == 0 {
-		return nil, fmt.Errorf("--range %q: STEP may not be 0", spec)
+		return intRange{}, fmt.Errorf("--range %q: STEP may not be 0", spec)
 	}
 	if (step > 0 && a >= b) || (step < 0 && a <= b) {
-		return nil, fmt.Errorf("--range %q holds no integers: A:B counts from A up to, not including, B (for a count down give a negative STEP, as in %d:%d:-1)", spec, a, b)
+		return intRange{}, fmt.Errorf("--range %q holds no integers: A:B counts from A up to, not including, B (for a count down give a negative STEP, as in %d:%d:-1)", spec, a, b)
 	}
-	var out []shoal.Args
-	for x := a; (step > 0 && x < b) || (step < 0 && x > b); x += step {
-		out = append(out, shoal.Args{x})
-		if len(out) > 100_000_000 {
-			return nil, fmt.Errorf("--range %q: more than 100,000,000 items", spec)
-		}
+	// The distance and the step's size as unsigned numbers: neither
+	// overflows, however far apart A and B are.
+	var dist, size uint64
+	if step > 0 {
+		dist, size = uint64(b)-uint64(a), uint64(step)
+	} else {
+		dist, size = uint64(a)-uint64(b), -uint64(step)
 	}
-	return out, nil
+	return intRange{start: a, step: step, count: (dist-1)/size + 1}, nil
 }
 
-// readInputs reads one JSON value per line; an array is the argument list.
-func readInputs(r io.Reader) ([]shoal.Args, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 64<<20)
-	var out []shoal.Args
-	for line := 1; sc.Scan(); line++ {
-		text := strings.TrimSpace(sc.Text())
-		if text == "" {
-			continue
+// inputBatch bounds the inputs the reader hands over at once.
+const inputBatch = 256
+
+// lineReader reads JSON inputs on a goroutine of its own, so that a job
+// goes on while its input waits (a pipe, a terminal), and hands them over
+// in batches: each batch goes out when full or when the reader is about
+// to wait for more input, so an input is never held back while the reader
+// waits.
+type lineReader struct {
+	batches  chan []shoal.Args
+	done     chan struct{} // closed by stop: the job wants no more
+	stopOnce sync.Once
+	readErr  error // set before batches is closed
+}
+
+func startReading(r io.Reader) *lineReader {
+	l := &lineReader{batches: make(chan []shoal.Args, 4), done: make(chan struct{})}
+	go l.read(r)
+	return l
+}
+
+// stop tells the reader the job wants no more. A reader waiting for input
+// returns when it gets some, or with the process.
+func (l *lineReader) stop() { l.stopOnce.Do(func() { close(l.done) }) }
+
+// err returns why the input ended early. Call it only once seq has
+// returned because the input ended (the job ended without an error):
+// the reader sets it before it closes batches.
+func (l *lineReader) err() error { return l.readErr }
+
+// seq yields the inputs until they end, the job stops them or ctx ends.
+func (l *lineReader) seq(ctx context.Context) iter.Seq[shoal.Args] {
+	return func(yield func(shoal.Args) bool) {
+		for {
+			var batch []shoal.Args
+			var ok bool
+			select {
+			case batch, ok = <-l.batches:
+			case <-l.done:
+				return
+			case <-ctx.Done():
+				return
+			}
+			if !ok {
+				return
+			}
+			for _, args := range batch {
+				if !yield(args) {
+					return
+				}
+			}
 		}
-		v, err := parseJSONArg(text)
+	}
+}
+
+// read decodes one JSON value per line from r, with one decoder. At a bad
+// line it stops, the inputs before it handed over.
+func (l *lineReader) read(r io.Reader) {
+	defer close(l.batches)
+	var batch []shoal.Args
+	send := func() bool {
+		if len(batch) == 0 {
+			return true
+		}
+		select {
+		case l.batches <- batch:
+			batch = nil
+			return true
+		case <-l.done:
+			return false
+		}
+	}
+	counter := &newlineCounter{r: r, beforeRead: send}
+	dec := json.NewDecoder(counter)
+	dec.UseNumber()
+	unsure, mark := false, 0 // the last value's line went on past what was read, from line mark
+	defer func() {
+		if l.readErr != nil {
+			send()
+		}
+	}()
+	for {
+		if unsure {
+			// Read up to the next value and see whether a newline came
+			// before it.
+			if dec.More() && counter.newlines-bytes.Count(bufferedBytes(dec), []byte{'\n'}) == mark {
+				l.readErr = moreThanOne(counter.lineOfNext(dec))
+				return
+			}
+			unsure = false
+		}
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			var syntax *json.SyntaxError
+			switch {
+			case err == io.EOF:
+				send()
+			case errors.Is(err, errStopped):
+			case counter.readErr != nil && !errors.As(err, &syntax):
+				l.readErr = fmt.Errorf("reading inputs: %w", counter.readErr)
+			default:
+				l.readErr = fmt.Errorf("input line %d: not a JSON literal (strings need quotes: '\"text\"'): %v", counter.lineOfNext(dec), err)
+			}
+			return
+		}
+		// The value must end its line.
+		switch newlines, more := leadingSpace(dec.Buffered()); {
+		case newlines == 0 && more:
+			l.readErr = moreThanOne(counter.lineOfLast(dec))
+			return
+		case newlines == 0:
+			unsure, mark = true, counter.newlines-bytes.Count(bufferedBytes(dec), []byte{'\n'})
+		}
+		v, err := fromJSON(v)
 		if err != nil {
-			return nil, fmt.Errorf("input line %d: %w", line, err)
+			l.readErr = fmt.Errorf("input line %d: %w", counter.lineOfLast(dec), err)
+			return
 		}
 		if list, ok := v.([]any); ok {
-			out = append(out, shoal.Args(list))
+			batch = append(batch, shoal.Args(list))
 		} else {
-			out = append(out, shoal.Args{v})
+			batch = append(batch, shoal.Args{v})
+		}
+		if len(batch) >= inputBatch && !send() {
+			return
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading inputs: %w", err)
+}
+
+func moreThanOne(line int) error {
+	return fmt.Errorf("input line %d: more than one JSON value on the line; put each input on a line of its own (an array for several arguments)", line)
+}
+
+// bufferedBytes returns what dec has read and not yet decoded.
+func bufferedBytes(dec *json.Decoder) []byte {
+	b, _ := io.ReadAll(dec.Buffered())
+	return b
+}
+
+// errStopped ends the reading of inputs the job no longer wants.
+var errStopped = errors.New("the job wants no more inputs")
+
+// leadingSpace reads the white space that starts r (a decoder's buffered
+// input): how many newlines it holds, and whether anything follows it.
+func leadingSpace(r io.Reader) (newlines int, more bool) {
+	br, ok := r.(io.ByteReader)
+	if !ok {
+		return 0, false
 	}
-	return out, nil
-}
-
-// orderedWriter prints results in input order as soon as every earlier
-// one is in.
-type orderedWriter struct {
-	out     *bufio.Writer
-	records bool
-	next    int
-	pending map[int]shoal.Item[any]
-}
-
-type record struct {
-	Index    int    `json:"index"`
-	Result   any    `json:"result,omitempty"`
-	Error    string `json:"error,omitempty"`
-	Cached   bool   `json:"cached"`
-	Node     string `json:"node,omitempty"`
-	Attempts int    `json:"attempts"`
-}
-
-func (w *orderedWriter) add(it shoal.Item[any]) error {
-	w.pending[it.Index] = it
 	for {
-		it, ok := w.pending[w.next]
-		if !ok {
-			return nil
+		c, err := br.ReadByte()
+		switch {
+		case err != nil:
+			return newlines, false
+		case c == '\n':
+			newlines++
+		case c == ' ' || c == '\t' || c == '\r':
+		default:
+			return newlines, true
 		}
-		delete(w.pending, w.next)
-		w.next++
-		var v any = jsonValue(it.Value)
-		if w.records {
-			r := record{Index: it.Index, Cached: it.Cached, Node: it.Node, Attempts: it.Attempts}
-			if it.Err != nil {
-				r.Error = rpc.ErrorOf(it.Err).Error()
-			} else {
-				r.Result = v
-			}
-			v = r
-		} else if it.Err != nil {
-			v = nil
-		}
-		b, err := json.Marshal(v)
-		if err != nil {
-			b = []byte(strconv.Quote(fmt.Sprintf("unprintable result: %v", err)))
-		}
-		w.out.Write(b)
-		w.out.WriteByte('\n')
 	}
+}
+
+// newlineCounter counts the lines a decoder has read, and calls
+// beforeRead before each read, which may wait: the inputs decoded so far
+// go out first.
+type newlineCounter struct {
+	r          io.Reader
+	beforeRead func() bool // false: the job wants no more
+	newlines   int
+	readErr    error
+}
+
+func (c *newlineCounter) Read(p []byte) (int, error) {
+	if !c.beforeRead() {
+		return 0, errStopped
+	}
+	n, err := c.r.Read(p)
+	c.newlines += bytes.Count(p[:n], []byte{'\n'})
+	if err != nil && err != io.EOF {
+		c.readErr = err
+	}
+	return n, err
+}
+
+// lineOfNext returns the line on which the first value dec has not
+// decoded yet starts.
+func (c *newlineCounter) lineOfNext(dec *json.Decoder) int {
+	ahead := bufferedBytes(dec)
+	newlines, _ := leadingSpace(bytes.NewReader(ahead))
+	return 1 + c.newlines - bytes.Count(ahead, []byte{'\n'}) + newlines
+}
+
+// lineOfLast returns the line on which the value dec decoded last ends.
+func (c *newlineCounter) lineOfLast(dec *json.Decoder) int {
+	return 1 + c.newlines - bytes.Count(bufferedBytes(dec), []byte{'\n'})
 }
