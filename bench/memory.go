@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/shoalgrid/shoal/internal/local"
 )
 
 // MemoryConfig sizes the memory scenario.
@@ -43,7 +45,7 @@ type MemoryResult struct {
 	Seconds        float64 `json:"seconds"`
 	ItemsPerSecond float64 `json:"items_per_second"`
 	// ClientPeakMiB is the submit process's peak resident memory
-	// (getrusage's ru_maxrss of the child), NodePeakMiB each node's
+	// (VmHWM, read while it runs), NodePeakMiB each node's
 	// (VmHWM), each node started for this job alone. Zero where the
 	// system does not say.
 	ClientPeakMiB float64   `json:"client_peak_rss_mib"`
@@ -119,15 +121,25 @@ func submitRange(ctx context.Context, bin, seed string, items int) (int64, error
 	cmd := exec.CommandContext(ctx, bin, "submit", "--seed", seed, "--range", "0:"+strconv.Itoa(items), "--no-cache", "square")
 	out := &lineCounter{}
 	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = out, &stderr
-	if err := cmd.Run(); err != nil {
-		return 0, fmt.Errorf("bench: shoal submit --range 0:%d: %w: %s", items, err, strings.TrimSpace(tail(stderr.String(), 2000)))
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("bench: shoal submit: %w", err)
+	}
+	stopWatch := local.WatchPeak(cmd.Process.Pid)
+	_, copyErr := io.Copy(out, stdout)
+	peak := stopWatch() // its output has ended: it is done but for exiting
+	if err := cmd.Wait(); err != nil || copyErr != nil {
+		return 0, fmt.Errorf("bench: shoal submit --range 0:%d: %w: %s", items, errors.Join(err, copyErr), strings.TrimSpace(tail(stderr.String(), 2000)))
 	}
 	last := strconv.Itoa((items - 1) * (items - 1))
 	if out.lines != items || string(out.last) != last {
 		return 0, fmt.Errorf("bench: shoal submit --range 0:%d printed %d lines, the last %q; want %d, the last %s", items, out.lines, out.last, items, last)
 	}
-	return peakRSS(cmd.ProcessState), nil
+	return peak, nil
 }
 
 // lineCounter counts the lines written to it and keeps the last.

@@ -20,12 +20,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/internal/local"
 	"github.com/shoalgrid/shoal/internal/testutil"
 	"github.com/shoalgrid/shoal/node"
 	"github.com/shoalgrid/shoal/rpc"
@@ -339,7 +339,7 @@ const clientMemoryGrowth = 8 << 20
 
 // TestSubmitMemoryIsFlat runs `shoal submit --range 0:N square --no-cache`
 // for N of 200,000 and 2,000,000 against one node: every line of the
-// output must be right, and the client's peak resident size (its maxrss)
+// output must be right, and the client's peak resident size (VmHWM)
 // must stay under clientMemoryBound for both, the larger job holding at
 // most clientMemoryGrowth more than the smaller. (Inputs and results were
 // once all held: about 260 bytes an item, 730 MB for 3 million.)
@@ -361,6 +361,7 @@ func TestSubmitMemoryIsFlat(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { cmd.Process.Kill() })
+		stopWatch := local.WatchPeak(cmd.Process.Pid)
 		// Every line is checked as it comes, so that this process holds
 		// none of them.
 		sc := bufio.NewScanner(stdout)
@@ -371,13 +372,13 @@ func TestSubmitMemoryIsFlat(t *testing.T) {
 			}
 			lines++
 		}
+		peak := stopWatch() // its output has ended: it is done but for exiting
 		if err := cmd.Wait(); err != nil {
 			t.Fatalf("submit of %d items: %v\n%s", size, err, stderr.String())
 		}
 		if wrong != "" || lines != size {
 			t.Fatalf("submit of %d items printed %d lines; %s", size, lines, wrong)
 		}
-		peak := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss << 10 // KiB on Linux
 		peaks[size] = peak
 		t.Logf("%d items: %v, client peak resident %.1f MiB; %s", size, time.Since(start).Round(time.Millisecond),
 			float64(peak)/(1<<20), strings.TrimSpace(stderr.String()))

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"regexp"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -181,4 +182,46 @@ func ProcessMemory(pid int) (Memory, error) {
 		return Memory{}, fmt.Errorf("local: resident memory: no VmRSS in /proc/%d/status", pid)
 	}
 	return m, nil
+}
+
+// WatchPeak follows process pid's peak resident memory (VmHWM) while it
+// runs, reading it every few milliseconds; the returned stop function ends
+// the watch and returns the highest peak read, in bytes (0 where /proc
+// does not say). Stop it once the process has finished its work but before
+// it is waited for, so that the last read sees it all. A child's
+// getrusage ru_maxrss is no substitute: Go starts children with
+// CLONE_VM, and the kernel counts the parent's peak into the child's at
+// exec.
+func WatchPeak(pid int) (stop func() int64) {
+	var mu sync.Mutex
+	var peak int64
+	read := func() {
+		if m, err := ProcessMemory(pid); err == nil {
+			mu.Lock()
+			peak = max(peak, m.Peak)
+			mu.Unlock()
+		}
+	}
+	done, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		for {
+			read()
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() int64 {
+		close(done)
+		<-finished
+		read()
+		mu.Lock()
+		defer mu.Unlock()
+		return peak
+	}
 }
