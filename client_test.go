@@ -278,3 +278,38 @@ func TestBadOptionsFailBeforeTheJob(t *testing.T) {
 		t.Fatalf("misspelt function: %v", err)
 	}
 }
+
+// TestNodesStoreResultsOnlyForCachingJobs runs the same job of a cacheable
+// function with and without WithoutCache against a node with its own
+// in-memory cache, which the client cannot read: the job that skips the
+// cache must cost the node no cache write, the other must store every
+// result there.
+func TestNodesStoreResultsOnlyForCachingJobs(t *testing.T) {
+	n, stop := startGrid()
+	defer stop()
+	c := dial(n.RPCAddr())
+	defer c.Close()
+	ctx := context.Background()
+	inputs := make([]int, 3000)
+	for i := range inputs {
+		inputs[i] = i
+	}
+	if _, err := shoal.Map[int, int](ctx, c, "square", inputs, shoal.WithoutCache()); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.FlushCache(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := n.CacheStats(); st.Stored != 0 {
+		t.Fatalf("a job WithoutCache stored %d results on the node", st.Stored)
+	}
+	if _, err := shoal.Map[int, int](ctx, c, "square", inputs); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.FlushCache(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if st := n.CacheStats(); st.Stored != uint64(len(inputs)) {
+		t.Fatalf("a caching job of %d items stored %d results on the node", len(inputs), st.Stored)
+	}
+}

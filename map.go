@@ -292,6 +292,7 @@ func prepare(ctx context.Context, c *Client, fn string, opts []Option) (*jobOpti
 	o.sched.Version = f.Version
 	if f.Cacheable && !o.noCache {
 		o.sched.Cache = c.resultCache(ctx)
+		o.sched.StoreResults = true
 	}
 	return o, nil
 }

@@ -58,6 +58,12 @@ type Options struct {
 	// item's arguments (cache.KeyFromParams): hits are delivered at once,
 	// only misses are sent. A cache problem is a miss, never a failure.
 	Cache cache.Cache
+	// StoreResults asks the nodes to store each result in their result
+	// cache (the chunk's Cache flag), as they do whenever Cache is set; a
+	// job without it costs the nodes no cache work. A client that cannot
+	// read the nodes' caches (their own memory) still wants it for a
+	// cacheable function.
+	StoreResults bool
 	// Version of the function, for cache keys.
 	Version string
 	// ChunksPerSlot bounds the chunks in flight on a node per slot it
@@ -838,7 +844,7 @@ func (j *job) send(ctx context.Context, c *chunk, hedge bool) {
 		s.copies++
 		c.tries = max(c.tries, int(s.attempts))
 	}
-	req := grid.MapRequest{Function: j.fn, Items: c.args, TimeoutMs: j.opts.ItemTimeout.Milliseconds(), Cache: j.opts.Cache != nil}
+	req := grid.MapRequest{Function: j.fn, Items: c.args, TimeoutMs: j.opts.ItemTimeout.Milliseconds(), Cache: j.opts.StoreResults || j.opts.Cache != nil}
 	addr := c.worker.RPC
 	go func() {
 		reply, err := j.stub.Map(cctx, addr, req)
