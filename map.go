@@ -156,13 +156,7 @@ func Map[In, Out any](ctx context.Context, c *Client, fn string, inputs []In, op
 	var dec resultDecoder
 	_, err = run(ctx, c, fn, &sliceSource[In]{inputs: inputs}, len(inputs), o, func(batch []scheduler.Result) bool {
 		for _, r := range batch {
-			if r.Err != nil {
-				failed[r.Index] = r.Err
-			} else if err := decodeResult(&dec, r.Value, &out[r.Index]); err != nil {
-				var zero Out
-				out[r.Index] = zero
-				failed[r.Index] = &rpc.DecodeError{Method: fn, Err: err}
-			}
+			storeResult(&dec, fn, r, &out[r.Index], failed)
 		}
 		return true
 	})
@@ -173,6 +167,18 @@ func Map[In, Out any](ctx context.Context, c *Client, fn string, inputs []In, op
 		return out, failed
 	}
 	return out, nil
+}
+
+// storeResult decodes r's value into *dst, or records its error (or the
+// decoder's) in failed and leaves *dst zero.
+func storeResult[Out any](dec *resultDecoder, fn string, r scheduler.Result, dst *Out, failed ItemErrors) {
+	if r.Err != nil {
+		failed[r.Index] = r.Err
+	} else if err := decodeResult(dec, r.Value, dst); err != nil {
+		var zero Out
+		*dst = zero
+		failed[r.Index] = &rpc.DecodeError{Method: fn, Err: err}
+	}
 }
 
 // MapSeq is Map for inputs given as a sequence, read as the job has room
@@ -192,12 +198,7 @@ func MapSeq[In, Out any](ctx context.Context, c *Client, fn string, inputs iter.
 		for _, r := range batch {
 			var zero Out
 			out = append(out, zero)
-			if r.Err != nil {
-				failed[r.Index] = r.Err
-			} else if err := decodeResult(&dec, r.Value, &out[r.Index]); err != nil {
-				out[r.Index] = zero
-				failed[r.Index] = &rpc.DecodeError{Method: fn, Err: err}
-			}
+			storeResult(&dec, fn, r, &out[r.Index], failed)
 		}
 		return true
 	})
