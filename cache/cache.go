@@ -44,6 +44,7 @@ type Stats struct {
 	Stored   uint64        // values stored
 	TooLarge uint64        // values not stored because they exceed the item size limit
 	Evicted  uint64        // entries an in-memory cache dropped to make room (memcached's own evictions are not seen)
+	Sent     uint64        // values a Peers cache sent to the peers that own them
 	Servers  []ServerStats // memcached servers, in ring order; none for an in-memory cache
 }
 

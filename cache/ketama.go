@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"sync/atomic"
@@ -66,21 +67,60 @@ func newRing(servers []string, prev *ring) (*ring, error) {
 			addr = &serverAddr{hostport: s}
 		}
 		r.addrs = append(r.addrs, addr)
-		for n := 0; n < pointsPerServer/4; n++ {
-			var label string
+		r.addPoints(i, func(n int) string {
 			if port == 11211 {
-				label = host + "-" + strconv.Itoa(n)
-			} else {
-				label = host + ":" + portText + "-" + strconv.Itoa(n)
+				return host + "-" + strconv.Itoa(n)
 			}
-			digest := md5.Sum([]byte(label))
-			for x := 0; x < 4; x++ {
-				r.points = append(r.points, point{hash: binary.LittleEndian.Uint32(digest[4*x:]), server: i})
-			}
+			return host + ":" + portText + "-" + strconv.Itoa(n)
+		})
+	}
+	r.sort()
+	return r, nil
+}
+
+// newNameRing places named peers on the continuum as newRing places
+// servers, with the strings "name-N": any peer that computes the ring from
+// the same names places every key the same way, whatever order it lists
+// them in.
+func newNameRing(names []string) *ring {
+	r := &ring{servers: append([]string(nil), names...)}
+	sort.Strings(r.servers)
+	r.servers = slices.Compact(r.servers)
+	for i, name := range r.servers {
+		r.addPoints(i, func(n int) string { return name + "-" + strconv.Itoa(n) })
+	}
+	r.sort()
+	return r
+}
+
+// addPoints adds server's pointsPerServer points: four per MD5 digest of
+// label(N), N from 0.
+func (r *ring) addPoints(server int, label func(n int) string) {
+	for n := 0; n < pointsPerServer/4; n++ {
+		digest := md5.Sum([]byte(label(n)))
+		for x := 0; x < 4; x++ {
+			r.points = append(r.points, point{hash: binary.LittleEndian.Uint32(digest[4*x:]), server: server})
 		}
 	}
+}
+
+func (r *ring) sort() {
 	sort.SliceStable(r.points, func(i, j int) bool { return r.points[i].hash < r.points[j].hash })
-	return r, nil
+}
+
+// shares returns the fraction of the key space each server owns, in
+// server order: the arcs that end at its points.
+func (r *ring) shares() []float64 {
+	out := make([]float64, len(r.servers))
+	if len(r.points) == 0 {
+		return out
+	}
+	prev := r.points[len(r.points)-1].hash
+	for _, p := range r.points {
+		out[p.server] += float64(p.hash-prev) / (1 << 32) // wraps round for the first point
+		prev = p.hash
+	}
+	return out
 }
 
 // pick returns the index of the server for key: the first point at or

@@ -283,6 +283,10 @@ func (m *Memory) Len() (entries, bytes int) {
 	return entries, bytes
 }
 
+// MaxItemSize returns the largest item the cache stores: key, value and
+// memcached's 64-byte allowance together.
+func (m *Memory) MaxItemSize() int { return m.maxItem }
+
 // Close implements Cache; a Memory cache holds nothing to release.
 func (m *Memory) Close() error { return nil }
 
