@@ -45,8 +45,14 @@ type Config struct {
 	// Refresh is how often the member list is re-read. Default: 1s.
 	Refresh time.Duration
 	// Cache is looked up before items of cacheable functions are sent.
-	// Default: the memcached servers the seed node writes to, if any.
+	// Default: the cache the nodes write results to, found by asking them:
+	// the grid cache their memory forms, or their memcached servers.
 	Cache cache.Cache
+	// CacheTimeout bounds each lookup in the cache the client finds (a
+	// memcached server, a member's share of the grid cache): one that takes
+	// longer is a miss and counts against that server's breaker.
+	// Default: cache.DefaultTimeout (500ms).
+	CacheTimeout time.Duration
 	// Logger receives the client's logs. Default: slog.Default().
 	Logger *slog.Logger
 }
@@ -93,6 +99,7 @@ type Client struct {
 	cacheMu   sync.Mutex  // guards cache and ownsCache against Close
 	cache     cache.Cache // nil: no lookups
 	ownsCache bool
+	peers     atomic.Pointer[cache.Peers] // the cache, when it is the grid cache: the view names its peers
 }
 
 // Dial connects to the first seed that answers, reads the grid's members
@@ -225,8 +232,9 @@ func (c *Client) resultCache(ctx context.Context) cache.Cache {
 	return c.cache
 }
 
-// discoverCache uses the memcached servers the nodes write results to,
-// asking first the node that last answered the client.
+// discoverCache uses the cache the nodes write results to, asking first
+// the node that last answered the client: the memcached servers they
+// write to, or the grid cache their memory forms.
 func (c *Client) discoverCache(ctx context.Context) error {
 	var addrs []string
 	if a := c.answered.Load(); a != nil {
@@ -237,7 +245,7 @@ func (c *Client) discoverCache(ctx context.Context) error {
 	}
 	var last error = errors.New("no live member")
 	for _, addr := range addrs {
-		servers, err := c.stub.CacheServers(ctx, addr)
+		info, err := c.stub.Cache(ctx, addr)
 		if err != nil {
 			last = err
 			if ctx.Err() != nil {
@@ -245,19 +253,41 @@ func (c *Client) discoverCache(ctx context.Context) error {
 			}
 			continue
 		}
-		if len(servers) == 0 {
-			return nil
-		}
-		mc, err := cache.NewMemcached(cache.MemcachedConfig{Servers: servers, Logger: c.log})
-		if err != nil {
-			return err
+		var found cache.Cache
+		switch info.Kind {
+		case grid.CacheMemcached:
+			if len(info.Servers) == 0 {
+				return nil
+			}
+			mc, err := cache.NewMemcached(cache.MemcachedConfig{Servers: info.Servers, Timeout: c.cfg.CacheTimeout, Logger: c.log})
+			if err != nil {
+				return err
+			}
+			found = mc
+		case grid.CacheGrid:
+			p := cache.NewPeers(cache.PeersConfig{
+				Transport: grid.CacheTransport{Stub: c.stub, Addr: c.rpcAddrOf},
+				Timeout:   c.cfg.CacheTimeout,
+				Logger:    c.log,
+			})
+			p.SetPeers("", c.view().CachePeers()...)
+			c.peers.Store(p)
+			found = p
+		default:
+			return nil // the nodes' cache is their embedder's: nothing to read
 		}
 		c.cacheMu.Lock()
-		c.cache, c.ownsCache = mc, true
+		c.cache, c.ownsCache = found, true
 		c.cacheMu.Unlock()
 		return nil
 	}
 	return last
+}
+
+// rpcAddrOf returns the RPC address of the member named name, as last read.
+func (c *Client) rpcAddrOf(name string) (string, bool) {
+	m, ok := c.view().Member(name)
+	return m.RPC, ok
 }
 
 // seedTimeout bounds reading the view from a seed in Dial.
@@ -280,6 +310,9 @@ func (c *Client) refreshFrom(ctx context.Context, addr string, timeout time.Dura
 	}
 	c.views.Set(view)
 	c.answered.Store(&addr)
+	if p := c.peers.Load(); p != nil {
+		p.SetPeers("", view.CachePeers()...)
+	}
 	return nil
 }
 

@@ -15,8 +15,10 @@
 //
 //	shoal.members    []        -> []Member, every member the node knows
 //	shoal.functions  []        -> []Function, what the live members offer
-//	shoal.cache      []        -> []string, the memcached servers the node writes to
-//	shoal.map        [MapRequest] -> []MapResult, one per item, in item order
+//	shoal.cache      []        -> CacheInfo, the kind of result cache the node uses, its share and counters
+//	shoal.cache.get  [keys]    -> [value or nil, ...], what the node holds of the grid cache, in key order
+//	shoal.cache.set  [keys, values] -> nil, stores values in the node's share of the grid cache
+//	shoal.map        [MapRequest] -> MapReply, one value per item, in item order, and the failed items' errors
 //
 // and the rpc package's own shoal.ping, shoal.describe, shoal.auth and
 // shoal.cancel.
@@ -34,5 +36,7 @@ const (
 	MethodMembers   = "shoal.members"
 	MethodFunctions = "shoal.functions"
 	MethodCache     = "shoal.cache"
+	MethodCacheGet  = "shoal.cache.get"
+	MethodCacheSet  = "shoal.cache.set"
 	MethodMap       = "shoal.map"
 )

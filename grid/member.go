@@ -19,7 +19,10 @@ type Member struct {
 	Queued    int    `msgpack:"queued" json:"queued"`         // calls waiting for a slot
 	Digest    string `msgpack:"digest" json:"digest"`         // names the member's function set
 	CacheAddr string `msgpack:"cache" json:"cache,omitempty"` // the memcached it offers, if any
-	Version   string `msgpack:"version" json:"version"`       // its Shoal version
+	// CacheBytes is the memory it offers the grid cache; members offering
+	// some own a share of its keys. 0 with memcached, or an embedder's cache.
+	CacheBytes int64  `msgpack:"cache_bytes" json:"cache_bytes,omitempty"`
+	Version    string `msgpack:"version" json:"version"` // its Shoal version
 }
 
 // Member states.

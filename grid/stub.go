@@ -54,14 +54,6 @@ func (s Stub) Describe(ctx context.Context, addr string) ([]rpc.FunctionInfo, er
 	return fns, err
 }
 
-// CacheServers returns the memcached servers the node at addr writes
-// results to; none for an in-memory cache (shoal.cache).
-func (s Stub) CacheServers(ctx context.Context, addr string) ([]string, error) {
-	var servers []string
-	err := s.Caller.Call(ctx, addr, MethodCache, &servers)
-	return servers, err
-}
-
 // Map runs a chunk of items on the node at addr (shoal.map) and returns
 // its reply: one value per item, in item order, and the failed items'
 // errors.

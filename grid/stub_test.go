@@ -1,14 +1,18 @@
 package grid_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/rpc"
 )
@@ -29,7 +33,27 @@ func serve(t *testing.T, mapChunk any) string {
 		return []grid.Member{member("b", grid.StateAlive, 2, 1, 0), member("a", grid.StateSuspect, 4, 0, 0)}
 	}))
 	must(srv.RegisterSystem(grid.MethodFunctions, func() []grid.Function { return []grid.Function{function("square", "a", "b")} }))
-	must(srv.RegisterSystem(grid.MethodCache, func() []string { return []string{"127.0.0.1:11211"} }))
+	must(srv.RegisterSystem(grid.MethodCache, func() grid.CacheInfo {
+		return grid.CacheInfo{Kind: grid.CacheMemcached, Servers: []string{"127.0.0.1:11211"}}
+	}))
+	var mu sync.Mutex
+	held := map[string][]byte{}
+	must(srv.RegisterSystem(grid.MethodCacheGet, func(keys []string) [][]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		out := make([][]byte, len(keys))
+		for i, k := range keys {
+			out[i] = held[k]
+		}
+		return out
+	}))
+	must(srv.RegisterSystem(grid.MethodCacheSet, func(keys []string, values [][]byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		for i, k := range keys {
+			held[k] = values[i]
+		}
+	}))
 	must(srv.RegisterSystem(grid.MethodMap, mapChunk))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	must(err)
@@ -79,9 +103,20 @@ func TestStubOverRealRPC(t *testing.T) {
 	if err != nil || len(fns) != 1 || fns[0].Name != "square" || !fns[0].Cacheable {
 		t.Fatalf("describe: %+v %v", fns, err)
 	}
-	servers, err := stub.CacheServers(ctx, addr)
-	if err != nil || !slices.Equal(servers, []string{"127.0.0.1:11211"}) {
-		t.Fatalf("cache servers: %v %v", servers, err)
+	info, err := stub.Cache(ctx, addr)
+	if err != nil || info.Kind != grid.CacheMemcached || !slices.Equal(info.Servers, []string{"127.0.0.1:11211"}) {
+		t.Fatalf("cache: %+v %v", info, err)
+	}
+	tr := grid.CacheTransport{Stub: stub, Addr: func(name string) (string, bool) { return addr, name == "b" }}
+	if err := tr.SetOn(ctx, "b", []cache.Item{{Key: "k1", Value: []byte{1}}, {Key: "k2", Value: []byte{}}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := tr.GetFrom(ctx, "b", []string{"k0", "k1", "k2"})
+	if err != nil || len(got) != 3 || got[0] != nil || !bytes.Equal(got[1], []byte{1}) || got[2] == nil || len(got[2]) != 0 {
+		t.Fatalf("cache get: %q %v", got, err)
+	}
+	if _, err := tr.GetFrom(ctx, "nobody", []string{"k1"}); err == nil || !strings.Contains(err.Error(), "nobody") {
+		t.Fatalf("a peer not in the view: %v", err)
 	}
 	one, _ := msgpack.Marshal([]int{4})
 	bad, _ := msgpack.Marshal([]string{"x"})

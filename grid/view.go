@@ -77,6 +77,22 @@ func (v *View) Alive() []Member {
 	return out
 }
 
+// CachePeers returns the names of the members that own keys of the grid
+// cache: those offering it memory that have not died or left (a suspect
+// member stays, so that a moment's doubt does not move its keys), sorted.
+func (v *View) CachePeers() []string {
+	if v == nil {
+		return nil
+	}
+	var out []string
+	for _, m := range v.members {
+		if m.CacheBytes > 0 && !m.Gone() {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
 // Functions returns the functions the live members offer, sorted by name.
 func (v *View) Functions() []Function {
 	if v == nil {

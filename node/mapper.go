@@ -67,7 +67,8 @@ func (n *Node) mapChunk(ctx context.Context, req grid.MapRequest) (*grid.MapRepl
 		if caching {
 			value := out.Bytes()[start:]
 			if maxCached > 0 && len(value) > maxCached {
-				continue // the cache would refuse it
+				n.cacheTooLarge.Add(1) // the cache would refuse it
+				continue
 			}
 			key, err := cache.KeyFromParams(info.Name, info.Version, params)
 			if err != nil {

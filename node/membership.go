@@ -238,6 +238,7 @@ func toMember(node *memberlist.Node) grid.Member {
 	if md, err := decodeMeta(node.Meta); err == nil {
 		m.RPC, m.HTTP, m.Slots, m.Running, m.Queued = md.RPC, md.HTTP, md.Slots, md.Running, md.Queued
 		m.Digest, m.CacheAddr, m.Version = md.Digest, md.Cache, md.Version
+		m.CacheBytes = md.CacheBytes
 	}
 	return m
 }

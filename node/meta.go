@@ -19,15 +19,16 @@ const metaLimit = 512
 // meta is what a node tells the grid about itself in gossip. Keys are short
 // to stay well within memberlist's 512 bytes.
 type meta struct {
-	RPC     string `msgpack:"r"`
-	HTTP    string `msgpack:"h,omitempty"`
-	Slots   int    `msgpack:"s"`
-	Running int    `msgpack:"lr"`
-	Queued  int    `msgpack:"lq"`
-	Cache   string `msgpack:"c,omitempty"`
-	Digest  string `msgpack:"d"`
-	Version string `msgpack:"v"`
-	Leaving bool   `msgpack:"x,omitempty"` // set just before a graceful leave
+	RPC        string `msgpack:"r"`
+	HTTP       string `msgpack:"h,omitempty"`
+	Slots      int    `msgpack:"s"`
+	Running    int    `msgpack:"lr"`
+	Queued     int    `msgpack:"lq"`
+	Cache      string `msgpack:"c,omitempty"`
+	CacheBytes int64  `msgpack:"cb,omitempty"` // bytes offered to the grid cache
+	Digest     string `msgpack:"d"`
+	Version    string `msgpack:"v"`
+	Leaving    bool   `msgpack:"x,omitempty"` // set just before a graceful leave
 }
 
 func (m meta) encode() ([]byte, error) {
@@ -67,15 +68,16 @@ func functionDigest(fns []rpc.FunctionInfo) string {
 func (n *Node) currentMeta() meta {
 	running, queued := n.exec.Load()
 	return meta{
-		RPC:     n.RPCAddr(),
-		HTTP:    n.HTTPAddr(),
-		Slots:   n.exec.Slots(),
-		Running: running,
-		Queued:  queued,
-		Cache:   n.cfg.CacheAddr,
-		Digest:  functionDigest(n.srv.Functions()),
-		Version: n.version,
-		Leaving: n.draining.Load(),
+		RPC:        n.RPCAddr(),
+		HTTP:       n.HTTPAddr(),
+		Slots:      n.exec.Slots(),
+		Running:    running,
+		Queued:     queued,
+		Cache:      n.cfg.CacheAddr,
+		CacheBytes: n.gridCacheBytes(),
+		Digest:     functionDigest(n.srv.Functions()),
+		Version:    n.version,
+		Leaving:    n.draining.Load(),
 	}
 }
 

@@ -62,14 +62,16 @@ type Node struct {
 	httpServer   *http.Server
 	ml           *memberlist.Memberlist
 
-	cache        cache.Cache
-	memcached    *cache.Memcached // the cache, when it is memcached
-	ownsCache    bool
-	cacheWrites  chan cacheWrite
-	cacheDropped atomic.Uint64
-	cacheBacklog atomic.Int64 // results queued or being written
-	cacheWriter  sync.WaitGroup
-	closeWrites  sync.Once
+	cache         cache.Cache
+	memcached     *cache.Memcached // the cache, when it is memcached
+	peers         *cache.Peers     // the cache, when it is the grid cache
+	cacheTooLarge atomic.Uint64    // results not queued for exceeding the cache's item limit
+	ownsCache     bool
+	cacheWrites   chan cacheWrite
+	cacheDropped  atomic.Uint64
+	cacheBacklog  atomic.Int64 // results queued or being written
+	cacheWriter   sync.WaitGroup
+	closeWrites   sync.Once
 
 	events eventQueue
 	ctx    context.Context    // ends when the node closes
@@ -134,7 +136,9 @@ func New(cfg Config, version string) (*Node, error) {
 	}{
 		{grid.MethodMembers, n.Members, "every member this node knows, with state and load"},
 		{grid.MethodFunctions, n.Functions, "the functions the grid offers and the live nodes that offer each"},
-		{grid.MethodCache, n.cacheServers, "the memcached servers this node writes results to; none for an in-memory cache"},
+		{grid.MethodCache, n.cacheInfo, "the kind of result cache this node uses (grid, memcached or embedded), its share of the grid cache and its counters"},
+		{grid.MethodCacheGet, n.cacheGet, "the values this node holds of the grid cache for the keys given, nil for each it does not hold"},
+		{grid.MethodCacheSet, n.cacheSet, "stores values under keys in this node's share of the grid cache"},
 		{grid.MethodMap, n.mapChunk, "runs a chunk of items of one function in one executor slot"},
 	} {
 		if err := n.srv.RegisterSystem(m.name, m.fn, rpc.WithDoc(m.doc)); err != nil {

@@ -12,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shoalgrid/shoal"
-	"github.com/shoalgrid/shoal/cache"
+	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/internal/builtins"
 	"github.com/shoalgrid/shoal/internal/local"
 	"github.com/shoalgrid/shoal/node"
@@ -31,7 +31,8 @@ func newDemoCmd(g *globalOptions) *cobra.Command {
 		Short: "Start a local grid, run a map job twice (the second from the cache) and stop",
 		Long: `Start a grid of --nodes nodes in this process on free ports of 127.0.0.1,
 with memcached as the result cache if it is on the PATH (started on a free
-port and stopped at the end) and an in-memory cache otherwise. Then run a
+port and stopped at the end) and otherwise the grid cache the nodes' memory
+forms, as any grid of shoal nodes without --memcached has. Then run a
 real map job, sha256 of --items texts hashed --rounds times each, once to
 compute it and once more to show the cache, print both summaries, stop
 everything and exit 0.`,
@@ -67,26 +68,13 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 		quiet = log
 	}
 
-	var sharedCache, clientCache cache.Cache
 	var memcachedAddr string
 	if mc, err := local.StartMemcached(ctx, 256); err == nil {
 		defer mc.Stop()
 		memcachedAddr = mc.Addr
 		fmt.Fprintf(out, "cache: memcached on %s\n", mc.Addr)
-		// The demo's processes share one machine with whatever else runs
-		// on it: a request to its own memcached that waits for a busy CPU
-		// is slow, not failed, and must not cost the second run its hits.
-		mcc, err := cache.NewMemcached(cache.MemcachedConfig{Servers: []string{mc.Addr}, Timeout: demoCacheTimeout, Logger: quiet})
-		if err != nil {
-			return err
-		}
-		defer mcc.Close()
-		clientCache = mcc
 	} else {
-		sharedCache = cache.NewMemory(256<<20, 0)
-		defer sharedCache.Close()
-		clientCache = sharedCache
-		fmt.Fprintf(out, "cache: in memory (%v)\n", err)
+		fmt.Fprintf(out, "cache: the grid cache, in the nodes' memory (%v)\n", err)
 	}
 
 	var nodes []*node.Node
@@ -100,10 +88,12 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 		cfg.Name = fmt.Sprintf("demo-%d", i+1)
 		cfg.HTTPAddr = ""
 		cfg.Logger = quiet
-		cfg.Cache = sharedCache
+		// The demo's processes share one machine with whatever else runs
+		// on it: a cache request that waits for a busy CPU is slow, not
+		// failed, and must not cost the second run its hits.
+		cfg.CacheTimeout = demoCacheTimeout
 		if memcachedAddr != "" {
 			cfg.Memcached = []string{memcachedAddr}
-			cfg.CacheTimeout = demoCacheTimeout
 		}
 		// Room for every result the job computes: a full write queue
 		// drops results rather than slow the nodes down.
@@ -125,7 +115,7 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 		fmt.Fprintf(out, "node %s: rpc %s, gossip %s, %d slots\n", n.Name(), n.RPCAddr(), n.GossipAddr(), n.Executor().Slots())
 	}
 
-	c, err := shoal.Dial(ctx, shoal.Config{Seeds: []string{nodes[0].RPCAddr()}, Cache: clientCache, Logger: quiet})
+	c, err := shoal.Dial(ctx, shoal.Config{Seeds: []string{nodes[0].RPCAddr()}, CacheTimeout: demoCacheTimeout, Logger: quiet})
 	if err != nil {
 		return err
 	}
@@ -133,6 +123,11 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := c.WaitForMembers(wait, o.nodes); err != nil {
+		return err
+	}
+	// Every node must place the grid cache's keys as the client does, or
+	// the first run's results land where the second does not look.
+	if err := waitForNodes(wait, nodes); err != nil {
 		return err
 	}
 
@@ -151,15 +146,14 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 			first = results
 			// Nodes write results to the cache after replying: let the
 			// writes land before asking for them.
-			stored := uint64(0)
 			for _, n := range nodes {
 				if err := n.FlushCache(ctx); err != nil {
 					return err
 				}
-				stored += n.CacheStats().Stored
 			}
-			if sharedCache != nil {
-				stored = sharedCache.Stats().Stored // every node counted the one cache
+			stored := uint64(0) // counted once every node has sent its results to their owners
+			for _, n := range nodes {
+				stored += n.CacheStats().Stored
 			}
 			if stored < uint64(o.items) {
 				fmt.Fprintf(out, "note: only %d of %d results reached the cache; run 2 computes the rest (--log-level debug says why)\n", stored, o.items)
@@ -180,4 +174,30 @@ func runDemo(ctx context.Context, out io.Writer, g *globalOptions, o *demoOption
 	}
 	fmt.Fprintf(out, "sha256(%q, %d) = %s\n", "item-0", o.rounds, first[0])
 	return nil
+}
+
+// waitForNodes waits until every node sees every other one alive.
+func waitForNodes(ctx context.Context, nodes []*node.Node) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		agreed := true
+		for _, n := range nodes {
+			alive := 0
+			for _, m := range n.Members() {
+				if m.State == grid.StateAlive {
+					alive++
+				}
+			}
+			agreed = agreed && alive == len(nodes)
+		}
+		if agreed {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the demo's nodes did not all see each other: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
 }

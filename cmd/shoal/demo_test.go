@@ -8,7 +8,7 @@ import (
 )
 
 // TestDemoRunsTwiceSecondFromCache runs the README's first command, small,
-// with memcached on the PATH and without it.
+// with memcached on the PATH and without it (the nodes' grid cache).
 func TestDemoRunsTwiceSecondFromCache(t *testing.T) {
 	withMemcached := true
 	if _, err := exec.LookPath("memcached"); err != nil {
@@ -23,7 +23,7 @@ func TestDemoRunsTwiceSecondFromCache(t *testing.T) {
 		cache string
 	}{
 		{"memcached", nil, "cache: memcached on 127.0.0.1:"},
-		{"in-memory", []string{"PATH=" + t.TempDir()}, "cache: in memory (local: memcached is not on the PATH"},
+		{"grid-cache", []string{"PATH=" + t.TempDir()}, "cache: the grid cache, in the nodes' memory (local: memcached is not on the PATH"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -42,6 +42,9 @@ func TestDemoRunsTwiceSecondFromCache(t *testing.T) {
 				if !strings.Contains(stdout, want) {
 					t.Errorf("output lacks %q:\n%s", want, stdout)
 				}
+			}
+			if strings.Contains(stdout, "note:") {
+				t.Errorf("some results did not reach the cache:\n%s", stdout)
 			}
 		})
 	}
