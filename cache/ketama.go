@@ -4,6 +4,7 @@ import (
 	"crypto/md5"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"net"
 	"slices"
 	"sort"
@@ -22,7 +23,14 @@ type ring struct {
 	servers []string   // as given, in order
 	addrs   []net.Addr // one value per server, reused across rings
 	points  []point    // sorted by hash
+	// crcKeys hashes keys with CRC-32 (Castagnoli, in hardware on most
+	// processors), as groupcache does, rather than libmemcached's MD5: a
+	// ring of named peers need agree only with itself, and a lookup
+	// hashes every key of a job.
+	crcKeys bool
 }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 type point struct {
 	hash   uint32
@@ -79,11 +87,11 @@ func newRing(servers []string, prev *ring) (*ring, error) {
 }
 
 // newNameRing places named peers on the continuum as newRing places
-// servers, with the strings "name-N": any peer that computes the ring from
+// servers, with the strings "name-N", and hashes keys with CRC-32: any peer that computes the ring from
 // the same names places every key the same way, whatever order it lists
 // them in.
 func newNameRing(names []string) *ring {
-	r := &ring{servers: append([]string(nil), names...)}
+	r := &ring{servers: append([]string(nil), names...), crcKeys: true}
 	sort.Strings(r.servers)
 	r.servers = slices.Compact(r.servers)
 	for i, name := range r.servers {
@@ -126,8 +134,13 @@ func (r *ring) shares() []float64 {
 // pick returns the index of the server for key: the first point at or
 // after the key's hash, wrapping round to the first point.
 func (r *ring) pick(key string) int {
-	digest := md5.Sum([]byte(key))
-	h := binary.LittleEndian.Uint32(digest[:4])
+	var h uint32
+	if r.crcKeys {
+		h = crc32.Checksum([]byte(key), castagnoli)
+	} else {
+		digest := md5.Sum([]byte(key))
+		h = binary.LittleEndian.Uint32(digest[:4])
+	}
 	i := sort.Search(len(r.points), func(i int) bool { return r.points[i].hash >= h })
 	if i == len(r.points) {
 		i = 0

@@ -146,8 +146,13 @@ func (p *Peers) Peers() []string {
 }
 
 // Shares returns the fraction of the key space each peer owns, by name.
-func (p *Peers) Shares() map[string]float64 {
-	r := p.ring.Load()
+func (p *Peers) Shares() map[string]float64 { return p.ring.Load().sharesByName() }
+
+// Shares returns the fraction of the key space each of peers would own in
+// a Peers cache over them, by name.
+func Shares(peers ...string) map[string]float64 { return newNameRing(peers).sharesByName() }
+
+func (r *ring) sharesByName() map[string]float64 {
 	out := make(map[string]float64, len(r.servers))
 	for i, s := range r.shares() {
 		out[r.servers[i]] = s
