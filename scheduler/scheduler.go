@@ -716,8 +716,12 @@ func (j *job) credit() int {
 	return max(1, slots*j.opts.ChunksPerSlot)
 }
 
-// lookupWindow is how many items one cache lookup covers.
-const lookupWindow = 256
+// lookupWindow is how many items one cache lookup covers: one request per
+// cache server or grid member, waited for before anything else moves, so
+// a window pays a round trip. 1024 served a warm 200,000-item job of
+// three grid-cache nodes at 590-600k items/s against 385-404k with 256;
+// 4096 gained nothing more (the client's CPU was then the limit).
+const lookupWindow = 1024
 
 // lookupAhead takes new items from the source a lookupWindow at a time
 // and looks them up in the cache in one batch each, delivering the hits
