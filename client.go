@@ -448,6 +448,34 @@ func unknownFunction(view *grid.View, fn string) error {
 	return rpc.Errorf(rpc.KindUnknownFunction, "%s", msg)
 }
 
+// MemberCache is one member's answer to shoal.cache: the kind of result
+// cache it uses, its share of the grid cache and its counters, or the
+// error asking it.
+type MemberCache struct {
+	Member grid.Member
+	Info   grid.CacheInfo
+	Err    error
+}
+
+// CacheInfo asks every live member about its result cache (shoal.cache),
+// all at once, each bounded by ctx, and returns the answers sorted by
+// member name.
+func (c *Client) CacheInfo(ctx context.Context) []MemberCache {
+	alive := c.view().Alive()
+	out := make([]MemberCache, len(alive))
+	var wg sync.WaitGroup
+	for i, m := range alive {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			info, err := c.stub.Cache(ctx, m.RPC)
+			out[i] = MemberCache{Member: m, Info: info, Err: err}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 // Close stops the refresh and closes every connection.
 func (c *Client) Close() error {
 	c.stop()

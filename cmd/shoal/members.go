@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shoalgrid/shoal/cache"
 	"github.com/shoalgrid/shoal/grid"
 )
 
@@ -21,7 +22,8 @@ type listOptions struct {
 // memberRow is a member as `shoal members --json` prints it.
 type memberRow struct {
 	grid.Member
-	Functions int `json:"functions"`
+	Functions  int     `json:"functions"`
+	CacheShare float64 `json:"cache_share"` // of the grid cache's keys, as the ring over the members places them
 }
 
 func newMembersCmd(g *globalOptions) *cobra.Command {
@@ -31,9 +33,11 @@ func newMembersCmd(g *globalOptions) *cobra.Command {
 		Short: "List the members of the grid, as a node sees them",
 		Long: `List every member the --seed node knows: name, RPC address, state (alive,
 suspect, dead or left), slots, load (calls running/slots, then + calls queued)
-and how many functions it offers. --json prints an array of objects with
-name, gossip, rpc, http, state, slots, running, queued, digest, cache (the
-memcached the member offers, when it offers one), version and functions.`,
+how many functions it offers and its share of the grid cache's keys (see
+shoal cache). --json prints an array of objects with name, gossip, rpc,
+http, state, slots, running, queued, digest, cache (the memcached the member
+offers, when it offers one), cache_bytes (the memory it offers the grid
+cache), version, functions and cache_share.`,
 		Example: `  shoal members
   shoal members --seed 127.0.0.1:7374 --json`,
 		Args: cobra.NoArgs,
@@ -59,21 +63,26 @@ func runMembers(ctx context.Context, out io.Writer, g *globalOptions, o *listOpt
 			offered[name]++
 		}
 	}
+	shares := cache.Shares(c.View().CachePeers()...)
 	rows := make([]memberRow, len(members))
 	for i, m := range members {
-		rows[i] = memberRow{Member: m, Functions: offered[m.Name]}
+		rows[i] = memberRow{Member: m, Functions: offered[m.Name], CacheShare: shares[m.Name]}
 	}
 	if o.json {
 		return writeJSON(out, rows)
 	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tRPC\tSTATE\tSLOTS\tLOAD\tFUNCTIONS")
+	fmt.Fprintln(w, "NAME\tRPC\tSTATE\tSLOTS\tLOAD\tFUNCTIONS\tCACHE")
 	for _, r := range rows {
 		load := fmt.Sprintf("%d/%d", r.Running, r.Slots)
 		if r.Queued > 0 {
 			load += fmt.Sprintf(" +%d", r.Queued)
 		}
-		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\n", r.Name, r.RPC, r.State, r.Slots, load, r.Functions)
+		share := "-"
+		if r.CacheBytes > 0 && !r.Gone() {
+			share = fmt.Sprintf("%.1f%%", 100*r.CacheShare)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%d\t%s\t%d\t%s\n", r.Name, r.RPC, r.State, r.Slots, load, r.Functions, share)
 	}
 	return w.Flush()
 }
