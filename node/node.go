@@ -2,7 +2,8 @@
 // beside an RPC server whose user functions run on a bounded executor, and
 // an HTTP endpoint for health, readiness, Prometheus metrics and the member
 // list. It serves the grid protocol of package grid: shoal.members,
-// shoal.functions, shoal.cache and shoal.map, besides the rpc package's
+// shoal.functions, shoal.cache, shoal.cache.get, shoal.cache.set and
+// shoal.map, besides the rpc package's
 // built-ins.
 //
 //	cfg := node.DefaultConfig()

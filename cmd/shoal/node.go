@@ -85,10 +85,13 @@ files (--token-file, --gossip-key-file) or SHOAL_ variables: ps shows the
 command line to every user. With a token, HTTP paths but /healthz and
 /readyz need "Authorization: Bearer <token>"; with TLS, HTTP serves TLS too.
 
-Results of cacheable functions are written to the grid's cache after the
-caller has its reply: memcached servers placed by ketama (--memcached, or
---cache-ring gossip for the servers members offer with --cache-addr), or an
-in-memory cache of --cache-size bytes when none is configured.
+Results of cacheable functions are written to the grid's cache; no reply
+waits for it. Without memcached, the members' memory forms one grid cache:
+each key is owned by one member (ketama over the member names), and this
+node keeps its share in at most --cache-size bytes and sends the results it
+computes to their owners. With --memcached (or --cache-ring gossip for the
+servers members offer with --cache-addr) the results go to memcached
+instead. shoal cache shows what each member holds.
 
 Built-in functions:
 ` + builtinList(),
@@ -117,9 +120,9 @@ Built-in functions:
 	f.StringVar(&o.gossipTiming, "gossip-timing", "lan", "failure detection: lan (probe every 1s, a killed node marked dead in about 6s) or fast (every 100ms, dead in about 0.5s; for one machine)")
 	f.StringSliceVar(&o.memcached, "memcached", nil, "memcached HOST:PORT servers, comma-separated, to store results of cacheable functions in (ketama placement)")
 	f.StringVar(&o.cacheAddr, "cache-addr", "", "HOST:PORT of a memcached running beside this node, offered to the grid's cache ring")
-	f.StringVar(&o.cacheRing, "cache-ring", "static", "static: use --memcached (or, without it, an in-memory cache); gossip: every live member's --cache-addr")
-	f.IntVar(&o.cacheSize, "cache-size", def.CacheSize, "bytes of the in-memory cache used when no memcached is configured")
-	f.DurationVar(&o.cacheTimeout, "cache-timeout", def.CacheTimeout, "bound on each request to a memcached server; one that times out counts against the server")
+	f.StringVar(&o.cacheRing, "cache-ring", "static", "static: use --memcached (or, without it, the grid cache); gossip: every live member's --cache-addr")
+	f.IntVar(&o.cacheSize, "cache-size", def.CacheSize, "bytes this node offers the grid cache (used when no memcached is configured): its share of the keys is held within them")
+	f.DurationVar(&o.cacheTimeout, "cache-timeout", def.CacheTimeout, "bound on each request to a memcached server or to the member owning a result in the grid cache; one that times out counts against it")
 	f.StringVar(&o.token, "token", "", "shared token clients must present with shoal.auth before any call (visible in ps: prefer --token-file)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token (surrounding whitespace is ignored)")
 	f.BoolVar(&o.insecure, "insecure", false, "start even with a token but no gossip key, or gossip or RPC beyond loopback without its key or token: strangers can join or call")
