@@ -3,8 +3,7 @@
 // an HTTP endpoint for health, readiness, Prometheus metrics and the member
 // list. It serves the grid protocol of package grid: shoal.members,
 // shoal.functions, shoal.cache, shoal.cache.get, shoal.cache.set and
-// shoal.map, besides the rpc package's
-// built-ins.
+// shoal.map, besides the rpc package's built-ins.
 //
 //	cfg := node.DefaultConfig()
 //	cfg.Join = []string{"127.0.0.1:7946"} // a member's gossip address; none starts a grid
