@@ -45,6 +45,7 @@ type Stats struct {
 	TooLarge uint64        // values not stored because they exceed the item size limit
 	Evicted  uint64        // entries an in-memory cache dropped to make room (memcached's own evictions are not seen)
 	Sent     uint64        // values a Peers cache sent to the peers that own them
+	Unsent   uint64        // values a Peers cache did not send: their owner failed, or its breaker was open
 	Servers  []ServerStats // memcached servers, in ring order; none for an in-memory cache
 }
 

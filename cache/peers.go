@@ -60,7 +60,7 @@ type Peers struct {
 	cfg PeersConfig
 	log *slog.Logger
 	counters
-	sent atomic.Uint64
+	sent, unsent atomic.Uint64
 
 	ring atomic.Pointer[peerRing]
 	mu   sync.Mutex
@@ -203,7 +203,7 @@ func (p *Peers) GetMulti(ctx context.Context, keys []string) map[string][]byte {
 	}
 	var mu sync.Mutex
 	remote := 0
-	eachPeer(p, ctx, r, groups, func(ctx context.Context, peer string, keys []string) error {
+	eachPeer(p, ctx, r, groups, nil, func(ctx context.Context, peer string, keys []string) error {
 		values, err := p.cfg.Transport.GetFrom(ctx, peer, keys)
 		if err != nil {
 			return err
@@ -264,12 +264,17 @@ func (p *Peers) send(ctx context.Context, items []Item) {
 		fitting = append(fitting, it)
 	}
 	r := p.ring.Load()
+	if len(r.points) == 0 {
+		p.unsent.Add(uint64(len(fitting))) // no owner to send them to
+		return
+	}
 	groups := byOwner(r, fitting, func(it Item) string { return it.Key })
 	if local, ok := groups[r.self]; ok && r.self >= 0 {
 		delete(groups, r.self) // the ring changed since StoreOwned
 		p.cfg.Local.SetMulti(ctx, local)
 	}
-	eachPeer(p, ctx, r, groups, func(ctx context.Context, peer string, items []Item) error {
+	skipped := func(items []Item) { p.unsent.Add(uint64(len(items))) }
+	eachPeer(p, ctx, r, groups, skipped, func(ctx context.Context, peer string, items []Item) error {
 		for len(items) > 0 {
 			n, size := 0, 0
 			for n < len(items) && (n == 0 || size+len(items[n].Value) <= p.cfg.MaxRequestBytes) {
@@ -277,6 +282,7 @@ func (p *Peers) send(ctx context.Context, items []Item) {
 				n++
 			}
 			if err := p.cfg.Transport.SetOn(ctx, peer, items[:n]); err != nil {
+				skipped(items)
 				return err
 			}
 			p.sent.Add(uint64(n))
@@ -288,8 +294,8 @@ func (p *Peers) send(ctx context.Context, items []Item) {
 
 // eachPeer runs f for each owner's group in parallel, each with its own
 // Timeout, skipping peers whose breaker is open, and keeps the breakers'
-// books. Groups of skipped or failed peers are simply not done.
-func eachPeer[T any](p *Peers, outer context.Context, r *peerRing, groups map[int][]T, f func(ctx context.Context, peer string, group []T) error) {
+// books. The groups of peers skipped are handed to skipped, if not nil.
+func eachPeer[T any](p *Peers, outer context.Context, r *peerRing, groups map[int][]T, skipped func([]T), f func(ctx context.Context, peer string, group []T) error) {
 	var wg sync.WaitGroup
 	for owner, group := range groups {
 		peer := r.servers[owner]
@@ -297,6 +303,9 @@ func eachPeer[T any](p *Peers, outer context.Context, r *peerRing, groups map[in
 		b := p.brk[peer]
 		p.mu.Unlock()
 		if b == nil || !b.Allow(time.Now()) {
+			if skipped != nil {
+				skipped(group)
+			}
 			continue
 		}
 		wg.Add(1)
@@ -339,7 +348,7 @@ func (p *Peers) Stats() Stats {
 		s.TooLarge += l.TooLarge
 		s.Evicted += l.Evicted
 	}
-	s.Sent = p.sent.Load()
+	s.Sent, s.Unsent = p.sent.Load(), p.unsent.Load()
 	now := time.Now()
 	for _, name := range p.ring.Load().servers {
 		p.mu.Lock()

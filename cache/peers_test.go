@@ -235,6 +235,12 @@ func TestPeersDeadOrSlowOwnerIsAMiss(t *testing.T) {
 	}
 	// Three failures in a row open each breaker: the fourth round asks
 	// neither.
+	// A store now sends nothing to them either, and counts what it did
+	// not send.
+	client.SetMulti(context.Background(), testItems(300, "later"))
+	if st := client.Stats(); st.Unsent == 0 || st.Unsent+st.Sent != 300 {
+		t.Fatalf("300 sent with two owners out: %+v", st)
+	}
 	if b, c := lp.requests("b"), lp.requests("c"); b != 3+1 || c != 3+1 { // +1: the SetMulti that filled them
 		t.Fatalf("requests after the breakers opened: b %d, c %d", b, c)
 	}
@@ -273,7 +279,7 @@ func TestPeersWithNoPeersMissAndStoreNothing(t *testing.T) {
 		t.Fatalf("found %v", got)
 	}
 	p.SetMulti(context.Background(), testItems(3, "z"))
-	if st := p.Stats(); st.Misses != 2 || st.Sent != 0 || p.Owner("a") != "" {
+	if st := p.Stats(); st.Misses != 2 || st.Sent != 0 || st.Unsent != 3 || p.Owner("a") != "" {
 		t.Fatalf("stats %+v owner %q", st, p.Owner("a"))
 	}
 }

@@ -22,7 +22,13 @@ type cacheWrite struct {
 	args   []any
 	result any
 	ready  []cache.Item
+	size   int64 // the bytes of ready's keys and values
 }
+
+// maxQueuedBytes bounds the bytes of chunk results waiting in the queue:
+// the queue counts entries, and one entry holds a whole chunk's results.
+// Beyond it results are dropped and counted, as for a full queue.
+const maxQueuedBytes = 32 << 20
 
 // maxCacheBatch bounds how many results one SetMulti carries.
 const maxCacheBatch = 128
@@ -188,11 +194,21 @@ func (n *Node) storeResults(items []cache.Item) {
 			return
 		}
 	}
+	var size int64
+	for _, it := range items {
+		size += int64(len(it.Key) + len(it.Value))
+	}
+	if n.cacheQueuedBytes.Add(size) > maxQueuedBytes {
+		n.cacheQueuedBytes.Add(-size)
+		n.cacheDropped.Add(uint64(len(items)))
+		return
+	}
 	n.cacheBacklog.Add(1)
 	select {
-	case n.cacheWrites <- cacheWrite{ready: items}:
+	case n.cacheWrites <- cacheWrite{ready: items, size: size}:
 	default:
 		n.cacheBacklog.Add(-1)
+		n.cacheQueuedBytes.Add(-size)
 		n.cacheDropped.Add(uint64(len(items)))
 	}
 }
@@ -230,8 +246,10 @@ func (n *Node) writeCache() {
 		}
 		batch = batch[:0]
 		taken := 0
+		var size int64
 		for {
 			taken++
+			size += w.size
 			batch = n.appendWrite(batch, w, enc, &buf)
 			if len(batch) >= maxCacheBatch {
 				break
@@ -246,6 +264,8 @@ func (n *Node) writeCache() {
 			}
 		}
 		n.cache.SetMulti(n.ctx, batch)
+		clear(batch) // hold no results until the next batch
+		n.cacheQueuedBytes.Add(-size)
 		n.cacheBacklog.Add(-int64(taken))
 	}
 }
@@ -313,6 +333,7 @@ var (
 		"dropped":   prometheus.NewDesc("shoal_cache_writes_dropped_total", "Results not stored because the write queue was full.", nil, nil),
 		"evicted":   prometheus.NewDesc("shoal_cache_evicted_total", "Entries the in-memory cache dropped to make room.", nil, nil),
 		"sent":      prometheus.NewDesc("shoal_cache_sent_total", "Results sent to the members that own them in the grid cache.", nil, nil),
+		"unsent":    prometheus.NewDesc("shoal_cache_unsent_total", "Results not sent to the member owning them: it failed, or its breaker was open.", nil, nil),
 	}
 	cacheServerDesc = prometheus.NewDesc("shoal_cache_server_breaker", "1 for each memcached server, or member owning keys of the grid cache, labelled with its breaker state (closed, open, half-open).", []string{"server", "state"}, nil)
 	cacheShareDesc  = prometheus.NewDesc("shoal_cache_share", "The fraction of the grid cache's keys this node owns, by its own member view.", nil, nil)
@@ -340,7 +361,7 @@ func (c *cacheCollector) Collect(ch chan<- prometheus.Metric) {
 	for name, v := range map[string]uint64{
 		"hits": st.Hits, "misses": st.Misses, "errors": st.Errors, "stored": st.Stored,
 		"too_large": st.TooLarge + n.cacheTooLarge.Load(), "dropped": n.cacheDropped.Load(), "evicted": st.Evicted,
-		"sent": st.Sent,
+		"sent": st.Sent, "unsent": st.Unsent,
 	} {
 		ch <- prometheus.MustNewConstMetric(cacheCountDescs[name], prometheus.CounterValue, float64(v))
 	}

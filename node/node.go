@@ -62,16 +62,17 @@ type Node struct {
 	httpServer   *http.Server
 	ml           *memberlist.Memberlist
 
-	cache         cache.Cache
-	memcached     *cache.Memcached // the cache, when it is memcached
-	peers         *cache.Peers     // the cache, when it is the grid cache
-	cacheTooLarge atomic.Uint64    // results not queued for exceeding the cache's item limit
-	ownsCache     bool
-	cacheWrites   chan cacheWrite
-	cacheDropped  atomic.Uint64
-	cacheBacklog  atomic.Int64 // results queued or being written
-	cacheWriter   sync.WaitGroup
-	closeWrites   sync.Once
+	cache            cache.Cache
+	memcached        *cache.Memcached // the cache, when it is memcached
+	peers            *cache.Peers     // the cache, when it is the grid cache
+	cacheTooLarge    atomic.Uint64    // results not queued for exceeding the cache's item limit
+	ownsCache        bool
+	cacheWrites      chan cacheWrite
+	cacheDropped     atomic.Uint64
+	cacheBacklog     atomic.Int64 // results queued or being written
+	cacheQueuedBytes atomic.Int64 // bytes of the chunk results queued or being written
+	cacheWriter      sync.WaitGroup
+	closeWrites      sync.Once
 
 	events eventQueue
 	ctx    context.Context    // ends when the node closes
@@ -245,6 +246,11 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	if n.cfg.Name == "" {
 		n.cfg.Name = defaultName(n.RPCAddr())
+	}
+	if n.peers != nil {
+		// Until the member events say more, the node owns every key: no
+		// result it computes before then is lost for want of an owner.
+		n.peers.SetPeers(n.cfg.Name, n.cfg.Name)
 	}
 	n.lastMeta = n.currentMeta()
 	if _, err := n.lastMeta.encode(); err != nil {
