@@ -14,8 +14,8 @@
 //   - dask: the trivial job through Dask's client.map and through Shoal,
 //     over as many worker processes as node processes, where Dask is
 //     installed;
-//   - cache: the same job cold and warm, with memcached and with the
-//     in-memory cache.
+//   - cache: the same job cold and warm on node processes, with memcached
+//     and with the grid cache.
 //
 // Run returns a Report: every figure, the machine and the targets Shoal
 // aims for. WriteTable prints it for people, encoding/json for machines,
@@ -182,7 +182,8 @@ type Report struct {
 
 // Run runs the named scenarios (all of them when none are named) and
 // reports every figure. The map, memory and dask scenarios need the shoal
-// binary, in cfg.Map.Binary (which the others default to).
+// binary, in cfg.Map.Binary (which the others default to), as do the
+// cache scenario's nodes.
 func Run(ctx context.Context, cfg Config, scenarios ...string) (*Report, error) {
 	if len(scenarios) == 0 {
 		scenarios = Scenarios
@@ -198,12 +199,12 @@ func Run(ctx context.Context, cfg Config, scenarios ...string) (*Report, error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	for _, bin := range []*string{&cfg.Memory.Binary, &cfg.Dask.Binary} {
+	for _, bin := range []*string{&cfg.Memory.Binary, &cfg.Dask.Binary, &cfg.Cache.Binary} {
 		if *bin == "" {
 			*bin = cfg.Map.Binary
 		}
 	}
-	for _, s := range []string{ScenarioMap, ScenarioMemory, ScenarioDask} {
+	for _, s := range []string{ScenarioMap, ScenarioMemory, ScenarioDask, ScenarioCache} {
 		if want[s] && cfg.Map.Binary == "" {
 			return nil, fmt.Errorf("bench: the %s scenario needs the shoal binary to start nodes from", s)
 		}

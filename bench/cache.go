@@ -5,16 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/shoalgrid/shoal"
-	"github.com/shoalgrid/shoal/cache"
-	"github.com/shoalgrid/shoal/internal/builtins"
 	"github.com/shoalgrid/shoal/internal/local"
-	"github.com/shoalgrid/shoal/node"
 )
 
 // CacheConfig sizes the cache scenario.
@@ -30,6 +27,8 @@ type CacheConfig struct {
 	Rounds int `json:"rounds"`
 	// Jobs is how many warm runs are measured; the median counts. Default 5.
 	Jobs int `json:"jobs"`
+	// Binary is the shoal executable the nodes run as `shoal node`.
+	Binary string `json:"-"`
 }
 
 // CacheReport is the cache scenario's figures.
@@ -55,17 +54,22 @@ type CacheResult struct {
 	// unless the cache lost some.
 	WarmCached int     `json:"warm_cached"`
 	WarmVsCold float64 `json:"warm_vs_cold"`
+	// EntriesPerNode is what each node of the grid cache held after the
+	// cold run: its share of the results.
+	EntriesPerNode []int64 `json:"entries_per_node,omitempty"`
 }
 
-// RunCache runs the same sha256 job cold and then warm, with the results
-// cached in cfg.Memcached memcached processes (skipped, with a note, where
-// memcached is not installed) and in the in-memory cache, the two taking
-// turns. The nodes run in this process, as in `shoal demo`, so that the
-// in-memory cache can be shared by the nodes that write it and the client
-// that reads it; with memcached the client finds the servers through the
+// RunCache runs the same sha256 job cold and then warm on two grids of
+// cfg.Nodes `shoal node` processes, the two taking turns: one writing
+// results to cfg.Memcached memcached processes (skipped, with a note,
+// where memcached is not installed), one keeping them in the grid cache
+// its nodes' memory forms. The client finds each grid's cache through the
 // nodes, as any client does. Zero fields of cfg take their defaults.
 func RunCache(ctx context.Context, cfg CacheConfig, progress io.Writer) (*CacheReport, error) {
 	cfg = Config{Cache: cfg}.withDefaults(DefaultConfig()).Cache
+	if cfg.Binary == "" {
+		return nil, errors.New("bench: the cache scenario needs the shoal binary")
+	}
 	p := progressLog{progress}
 	report := &CacheReport{}
 	var setups []*cacheSetup
@@ -83,10 +87,10 @@ func RunCache(ctx context.Context, cfg CacheConfig, progress io.Writer) (*CacheR
 	default:
 		setups = append(setups, mc)
 	}
-	p.printf("cache: starting a grid of %d nodes with an in-memory cache", cfg.Nodes)
-	mem := &cacheSetup{name: "in-memory", shared: cache.NewMemory(512<<20, 0)}
-	setups = append(setups, mem)
-	if err := mem.start(ctx, cfg.Nodes); err != nil {
+	p.printf("cache: starting a grid of %d node processes with the grid cache", cfg.Nodes)
+	gc := &cacheSetup{name: "grid cache", gridCache: true}
+	setups = append(setups, gc)
+	if gc.grid, err = StartGrid(ctx, cfg.Binary, "gridcache", cfg.Nodes); err != nil {
 		return nil, err
 	}
 
@@ -108,7 +112,7 @@ func RunCache(ctx context.Context, cfg CacheConfig, progress io.Writer) (*CacheR
 		results[i] = CacheResult{Name: s.name, Items: cfg.Items, ColdSeconds: st.Wall.Seconds(),
 			ColdItemsPerSecond: PerSecond(cfg.Items, st.Wall), ColdCached: st.Cached, WarmCached: cfg.Items}
 		// Nodes write results after replying: let the writes land.
-		if err := s.flush(ctx); err != nil {
+		if results[i].EntriesPerNode, err = s.awaitWrites(ctx, cfg.Items); err != nil {
 			return nil, err
 		}
 	}
@@ -134,19 +138,19 @@ func RunCache(ctx context.Context, cfg CacheConfig, progress io.Writer) (*CacheR
 	return report, nil
 }
 
-// cacheSetup is a grid of in-process nodes with one cache backend, and a
+// cacheSetup is a grid of node processes with one cache backend, and a
 // client of it.
 type cacheSetup struct {
 	name      string
-	shared    cache.Cache // the in-memory cache nodes and client share, or nil
+	gridCache bool // the nodes keep the results in the grid cache
 	memcached []*local.Memcached
-	nodes     []*node.Node
-	client    *shoal.Client
+	grid      *Grid
 }
 
 func startMemcachedSetup(ctx context.Context, cfg CacheConfig, p progressLog) (*cacheSetup, error) {
 	s := &cacheSetup{name: fmt.Sprintf("memcached x%d", cfg.Memcached)}
-	p.printf("cache: starting %d memcached servers and a grid of %d nodes", cfg.Memcached, cfg.Nodes)
+	p.printf("cache: starting %d memcached servers and a grid of %d node processes", cfg.Memcached, cfg.Nodes)
+	var addrs []string
 	for range cfg.Memcached {
 		m, err := local.StartMemcached(ctx, 256)
 		if err != nil {
@@ -154,82 +158,65 @@ func startMemcachedSetup(ctx context.Context, cfg CacheConfig, p progressLog) (*
 			return nil, err
 		}
 		s.memcached = append(s.memcached, m)
+		addrs = append(addrs, m.Addr)
 	}
-	if err := s.start(ctx, cfg.Nodes); err != nil {
+	var err error
+	if s.grid, err = StartGrid(ctx, cfg.Binary, "memcached", cfg.Nodes, "--memcached", strings.Join(addrs, ",")); err != nil {
 		s.close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *cacheSetup) start(ctx context.Context, nodes int) error {
-	quiet := slog.New(slog.DiscardHandler)
-	for i := range nodes {
-		cfg := node.FastConfig()
-		cfg.Name = fmt.Sprintf("cache-%d", i+1)
-		cfg.HTTPAddr = ""
-		cfg.Logger = quiet
-		cfg.Cache = s.shared
-		for _, m := range s.memcached {
-			cfg.Memcached = append(cfg.Memcached, m.Addr)
-		}
-		if i > 0 {
-			cfg.Join = []string{s.nodes[0].GossipAddr()}
-		}
-		n, err := node.New(cfg, "bench")
-		if err != nil {
-			return err
-		}
-		if err := builtins.Register(n); err != nil {
-			n.Close()
-			return err
-		}
-		if err := n.Start(ctx); err != nil {
-			n.Close()
-			return err
-		}
-		s.nodes = append(s.nodes, n)
-	}
-	c, err := shoal.Dial(ctx, shoal.Config{Seeds: []string{s.nodes[0].RPCAddr()}, Cache: s.shared, Logger: quiet})
-	if err != nil {
-		return err
-	}
-	s.client = c
-	wait, cancel := context.WithTimeout(ctx, 20*time.Second)
-	defer cancel()
-	return c.WaitForMembers(wait, nodes)
-}
-
 func (s *cacheSetup) run(ctx context.Context, inputs []shoal.Args) ([]string, shoal.Stats, error) {
 	var st shoal.Stats
-	out, err := shoal.Map[shoal.Args, string](ctx, s.client, "sha256", inputs, shoal.WithStats(&st))
+	out, err := shoal.Map[shoal.Args, string](ctx, s.grid.Client, "sha256", inputs, shoal.WithStats(&st))
 	if err != nil {
 		return nil, st, fmt.Errorf("bench: cache: %s: %w", s.name, err)
 	}
 	return out, st, nil
 }
 
-func (s *cacheSetup) flush(ctx context.Context) error {
-	for _, n := range s.nodes {
-		if err := n.FlushCache(ctx); err != nil {
-			return fmt.Errorf("bench: cache: %s: %w", s.name, err)
+// writesLanded bounds the wait for the nodes' cache writes after a cold
+// run.
+const writesLanded = time.Minute
+
+// awaitWrites waits until the nodes have stored items results (the grid
+// cache's entries, or the values the nodes stored in memcached) and
+// returns the entries each node holds of the grid cache.
+func (s *cacheSetup) awaitWrites(ctx context.Context, items int) ([]int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, writesLanded)
+	defer cancel()
+	for {
+		var stored int64
+		var entries []int64
+		for _, a := range s.grid.Client.CacheInfo(ctx) {
+			if a.Err != nil {
+				return nil, fmt.Errorf("bench: cache: %s: %s: %w", s.name, a.Member.Name, a.Err)
+			}
+			if s.gridCache {
+				stored += a.Info.Entries
+				entries = append(entries, a.Info.Entries)
+			} else {
+				stored += int64(a.Info.Stored)
+			}
+		}
+		if stored >= int64(items) {
+			return entries, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("bench: cache: %s: %d of %d results stored: %w", s.name, stored, items, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
-	return nil
 }
 
 func (s *cacheSetup) close() {
-	if s.client != nil {
-		s.client.Close()
-	}
-	// The results are flushed: the nodes need no graceful leave.
-	for _, n := range s.nodes {
-		n.Close()
+	if s.grid != nil {
+		s.grid.Close()
 	}
 	for _, m := range s.memcached {
 		m.Stop()
-	}
-	if s.shared != nil {
-		s.shared.Close()
 	}
 }

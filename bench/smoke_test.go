@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -120,10 +121,15 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 			b.ColdItemsPerSecond <= 0 || b.WarmItemsPerSecond <= 0 || b.WarmVsCold <= 0 {
 			t.Errorf("cache %s: %+v", b.Name, b)
 		}
+		if b.Name == "grid cache" {
+			if len(b.EntriesPerNode) != 2 || b.EntriesPerNode[0]+b.EntriesPerNode[1] != 300 || slices.Contains(b.EntriesPerNode, 0) {
+				t.Errorf("grid cache entries per node %v: want two shares of the 300 results", b.EntriesPerNode)
+			}
+		}
 	}
-	wantNames := "in-memory"
+	wantNames := "grid cache"
 	if memcached || len(r.Cache.Skipped) == 0 {
-		wantNames = "memcached x2,in-memory"
+		wantNames = "memcached x2,grid cache"
 	}
 	if strings.Join(names, ",") != wantNames {
 		t.Errorf("cache backends %v, want %s (skipped: %v)", names, wantNames, r.Cache.Skipped)
@@ -145,7 +151,7 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantInTable := []string{"Shoal test, go", "\nrpc: 16-byte echo", "\nmap: square of 2,500 items", "\nmap: sha256 of 200 rounds",
-		"\ncache: sha256 of 10 rounds", "in-memory  ", "\ntarget  ", "idle node, resident memory",
+		"\ncache: sha256 of 10 rounds", "grid cache  ", "\ntarget  ", "idle node, resident memory",
 		"\nplain Go loop of square  ", "\nShoal, shoal submit --range", "\nmemory: shoal submit --range 0:N", "\n3,000  ",
 		"client peak resident memory, shoal submit of 3,000 items"}
 	if daskRan {

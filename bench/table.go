@@ -55,12 +55,20 @@ func WriteTable(w io.Writer, r *Report) error {
 	}
 	if ch := r.Cache; ch != nil {
 		c := r.Config.Cache
-		fmt.Fprintf(tw, "\ncache: sha256 of %d rounds, %s items per job over %d nodes; cold once, then the median of %d warm run%s\n",
+		fmt.Fprintf(tw, "\ncache: sha256 of %d rounds, %s items per job over %d node processes; cold once, then the median of %d warm run%s\n",
 			c.Rounds, thousands(float64(c.Items)), c.Nodes, c.Jobs, plural(c.Jobs))
-		fmt.Fprintln(tw, "cache\tcold items/s\twarm items/s\twarm/cold\tcached when warm")
+		fmt.Fprintln(tw, "cache\tcold items/s\twarm items/s\twarm/cold\tcached when warm\tentries per node")
 		for _, b := range ch.Backends {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s of %s\n", b.Name, thousands(b.ColdItemsPerSecond),
-				thousands(b.WarmItemsPerSecond), times(b.WarmVsCold), thousands(float64(b.WarmCached)), thousands(float64(b.Items)))
+			held := "-"
+			if len(b.EntriesPerNode) > 0 {
+				parts := make([]string, len(b.EntriesPerNode))
+				for i, n := range b.EntriesPerNode {
+					parts[i] = thousands(float64(n))
+				}
+				held = strings.Join(parts, " / ")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s of %s\t%s\n", b.Name, thousands(b.ColdItemsPerSecond),
+				thousands(b.WarmItemsPerSecond), times(b.WarmVsCold), thousands(float64(b.WarmCached)), thousands(float64(b.Items)), held)
 		}
 		for _, skipped := range ch.Skipped {
 			fmt.Fprintf(tw, "note: %s\n", skipped)

@@ -56,9 +56,10 @@ so a noisy machine slows them alike:
          as many worker processes as node processes, in turns, where a
          python3 imports distributed (else the table says how to
          install it: apt-get install -y python3-distributed)
-  cache  the same sha256 job cold and then warm, with the results in
-         memcached servers (started on free ports if memcached is on the
-         PATH) and in the in-memory cache: items/s and warm/cold ratio
+  cache  the same sha256 job cold and then warm on node processes, with
+         the results in memcached servers (started on free ports if
+         memcached is on the PATH) and in the grid cache the nodes'
+         memory forms: items/s, warm/cold ratio, each node's share
   all    every scenario (the default)
 
 The table ends with the targets Shoal aims for and whether this run met
@@ -166,7 +167,7 @@ func runBench(ctx context.Context, cmd *cobra.Command, o *benchOptions, args []s
 			return err
 		}
 	}
-	for _, s := range []string{bench.ScenarioMap, bench.ScenarioMemory, bench.ScenarioDask} {
+	for _, s := range []string{bench.ScenarioMap, bench.ScenarioMemory, bench.ScenarioDask, bench.ScenarioCache} {
 		if slices.Contains(scenarios, s) && cfg.Map.Binary == "" {
 			if cfg.Map.Binary, err = os.Executable(); err != nil {
 				return fmt.Errorf("the %s scenario starts nodes from this binary: %w", s, err)
