@@ -27,6 +27,16 @@ type Config struct {
 	// RPCAddr is where the node serves msgpack-rpc. Port 0 picks a free
 	// port. Default: 127.0.0.1:7373.
 	RPCAddr string
+	// Advertise is the host (an IP address or a name) the other members
+	// and clients dial for this node's gossip, RPC and HTTP ports, when it
+	// differs from the bound one: the node binds every interface (0.0.0.0
+	// in a container), or others reach it through an address it cannot see
+	// (a NAT, a pod IP). The ports are the bound ones. Gossip needs an IP,
+	// so a name is looked up once at start for it. Default: each bound
+	// host, and for an unspecified one (0.0.0.0, ::) the address of the
+	// interface holding the default route; without such a route the node
+	// refuses to start rather than advertise an address nobody can dial.
+	Advertise string
 	// HTTPAddr serves /healthz, /readyz, /metrics and /members; empty turns
 	// HTTP off. Default: 127.0.0.1:8787.
 	HTTPAddr string
@@ -135,6 +145,12 @@ type Timing struct {
 	DeadNodeReclaimTime time.Duration
 	// LoadInterval is how often a change in the node's load is gossiped.
 	LoadInterval time.Duration
+	// ReconnectInterval is how often the node tries to reach one member it
+	// has declared dead (not left), or a seed it does not see alive, to
+	// join it again. memberlist never contacts a dead member again, so
+	// without this the two sides of a healed partition would stay apart.
+	// Zero takes the default of the timing it belongs to.
+	ReconnectInterval time.Duration
 }
 
 // LANTiming suits a LAN: probes every second, a killed member is marked
@@ -148,6 +164,7 @@ func LANTiming() Timing {
 		PushPullInterval:    30 * time.Second,
 		DeadNodeReclaimTime: 30 * time.Second,
 		LoadInterval:        time.Second,
+		ReconnectInterval:   5 * time.Second,
 	}
 }
 
@@ -166,6 +183,7 @@ func FastTiming() Timing {
 		PushPullInterval:    2 * time.Second,
 		DeadNodeReclaimTime: time.Second,
 		LoadInterval:        100 * time.Millisecond,
+		ReconnectInterval:   500 * time.Millisecond,
 	}
 }
 
@@ -239,6 +257,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.GossipAddr == "" {
 		c.GossipAddr = d.GossipAddr
 	}
+	if _, _, err := net.SplitHostPort(c.Advertise); err == nil {
+		return c, fmt.Errorf("node: advertise %q: want a host without a port; the ports advertised are the bound ones", c.Advertise)
+	}
+	if ip := net.ParseIP(c.Advertise); ip != nil && ip.IsUnspecified() {
+		return c, fmt.Errorf("node: advertise %s: an unspecified address cannot be dialed; name an address of this machine the others can reach", c.Advertise)
+	}
 	if c.RPCAddr == "" {
 		c.RPCAddr = d.RPCAddr
 	}
@@ -253,6 +277,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Timing == (Timing{}) {
 		c.Timing = d.Timing
+	}
+	if c.Timing.ReconnectInterval <= 0 {
+		c.Timing.ReconnectInterval = 5 * c.Timing.ProbeInterval
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = d.DrainTimeout

@@ -7,7 +7,9 @@ import (
 	"log"
 	"log/slog"
 	"math"
+	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -77,8 +79,8 @@ func (n *Node) memberlistConfig() (*memberlist.Config, error) {
 	c.Name = n.cfg.Name
 	c.BindAddr = host
 	c.BindPort = port
-	c.AdvertiseAddr = host
-	c.AdvertisePort = port
+	c.AdvertiseAddr = n.adv.gossipIP.String()
+	c.AdvertisePort = n.adv.gossipPort
 	t := n.cfg.Timing
 	c.ProbeInterval = t.ProbeInterval
 	c.ProbeTimeout = t.ProbeTimeout
@@ -312,3 +314,86 @@ func (b *logBridge) Write(p []byte) (int, error) {
 }
 
 var _ io.Writer = (*logBridge)(nil)
+
+// reconnectLoop is Serf's answer to partitions, which memberlist leaves
+// alone: a member declared dead is never contacted again, so when a cut
+// link comes back each side goes on believing the other dead. Every
+// Timing.ReconnectInterval the node tries to join one of them.
+func (n *Node) reconnectLoop() {
+	t := time.NewTicker(n.cfg.Timing.ReconnectInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-t.C:
+		}
+		if n.draining.Load() {
+			continue
+		}
+		targets := n.reconnectTargets()
+		if len(targets) == 0 {
+			continue
+		}
+		// One a round, as Serf does: any member reached brings the whole
+		// of its side's state, and a member dead for good costs one
+		// attempt a round.
+		target := targets[rand.IntN(len(targets))]
+		if joined, err := n.ml.Join([]string{target}); joined > 0 {
+			n.log.Info("reconnected to the grid", "through", target, "members", n.ml.NumMembers())
+		} else {
+			n.log.Debug("reconnect failed", "through", target, "err", joinFailure(err))
+		}
+	}
+}
+
+// reconnectTargets returns the gossip addresses worth trying to join
+// again: members declared dead (a graceful leave is final), and seeds,
+// looked up again each time (the pods behind a Kubernetes Service come and
+// go), that no live member holds.
+func (n *Node) reconnectTargets() []string {
+	live := map[string]bool{n.GossipAddr(): true}
+	var dead []string
+	n.mu.Lock()
+	for _, v := range n.view {
+		if v.State == grid.StateDead {
+			dead = append(dead, v.Gossip)
+		} else if !v.Gone() {
+			live[v.Gossip] = true
+		}
+	}
+	n.mu.Unlock()
+	targets := slices.DeleteFunc(dead, func(a string) bool { return live[a] })
+	for _, seed := range n.cfg.Join {
+		for _, a := range n.resolveSeed(seed) {
+			if !live[a] && !slices.Contains(targets, a) {
+				targets = append(targets, a)
+			}
+		}
+	}
+	return targets
+}
+
+// resolveSeed returns the gossip addresses a --join entry names now: its
+// host looked up, the port defaulting to this node's gossip port.
+func (n *Node) resolveSeed(seed string) []string {
+	host, port, err := net.SplitHostPort(seed)
+	if err != nil {
+		host, port = seed, strconv.Itoa(n.adv.gossipPort)
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		return []string{net.JoinHostPort(ip.String(), port)}
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.Timing.ReconnectInterval)
+	defer cancel()
+	addrs, err := net.DefaultResolver.LookupHost(ctx, host)
+	if err != nil {
+		n.log.Debug("seed not found", "seed", seed, "err", err)
+		return nil
+	}
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, net.JoinHostPort(a, port))
+	}
+	return out
+}

@@ -90,6 +90,7 @@ type Node struct {
 	lastMeta meta // what NodeMeta hands memberlist
 
 	gossipAddr string
+	adv        advertised // the addresses the grid dials
 
 	mu   sync.Mutex
 	view map[string]*viewMember // every member seen, by name
@@ -173,18 +174,16 @@ func (n *Node) RegisterObject(prefix string, obj any, opts ...rpc.FuncOption) er
 // Name returns the node's name in the grid (known once Start has run).
 func (n *Node) Name() string { return n.cfg.Name }
 
-// RPCAddr returns the address the node serves msgpack-rpc on.
-func (n *Node) RPCAddr() string { return n.rpcListener.Addr().String() }
+// RPCAddr returns the address others dial for the node's msgpack-rpc:
+// where it listens, with the host Config.Advertise names or, bound to
+// every interface, the default route's address.
+func (n *Node) RPCAddr() string { return n.adv.rpc }
 
-// HTTPAddr returns the address of the node's HTTP endpoint, or "".
-func (n *Node) HTTPAddr() string {
-	if n.httpListener == nil {
-		return ""
-	}
-	return n.httpListener.Addr().String()
-}
+// HTTPAddr returns the address others dial for the node's HTTP endpoint,
+// advertised as RPCAddr is, or "" without one.
+func (n *Node) HTTPAddr() string { return n.adv.http }
 
-// GossipAddr returns the address the node gossips on.
+// GossipAddr returns the address the node gossips on, as the grid sees it.
 func (n *Node) GossipAddr() string { return n.gossipAddr }
 
 // Executor returns the executor that runs the node's user functions.
@@ -243,6 +242,9 @@ func (n *Node) start(ctx context.Context) error {
 		if n.httpListener, err = net.Listen("tcp", n.cfg.HTTPAddr); err != nil {
 			return fmt.Errorf("node: http: %w", err)
 		}
+	}
+	if n.adv, err = n.advertise(ctx); err != nil {
+		return err
 	}
 	if n.cfg.Name == "" {
 		n.cfg.Name = defaultName(n.RPCAddr())
@@ -311,6 +313,7 @@ func (n *Node) start(ctx context.Context) error {
 	}
 	n.goFunc(n.eventLoop)
 	n.goFunc(n.gossipLoad)
+	n.goFunc(n.reconnectLoop)
 	for i := 0; i < cacheWriters; i++ {
 		n.cacheWriter.Add(1)
 		n.goFunc(func() {
@@ -362,6 +365,15 @@ func (n *Node) join(ctx context.Context) error {
 	n.joining.Store(true)
 	defer n.joining.Store(false)
 	seeds := strings.Join(n.cfg.Join, ",")
+	if n.adv.gossipIP.IsLoopback() {
+		for _, seed := range n.cfg.Join {
+			if host, _, err := net.SplitHostPort(seed); err == nil && net.ParseIP(host) != nil && !loopbackHost(host) {
+				n.log.Warn("this node advertises a loopback address, which members on other machines cannot dial: "+
+					"bind to an address they reach, or name one with --advertise", "gossip", n.GossipAddr(), "seed", seed)
+				break
+			}
+		}
+	}
 	backoff := 100 * time.Millisecond
 	for {
 		joined, err := n.ml.Join(n.cfg.Join)

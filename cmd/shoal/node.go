@@ -25,6 +25,7 @@ type nodeOptions struct {
 	gossipAddr     string
 	rpcAddr        string
 	httpAddr       string
+	advertise      string
 	join           []string
 	joinTimeout    time.Duration
 	slots          int
@@ -63,9 +64,16 @@ serves the built-in functions over msgpack-rpc on a bounded executor, and
 serves /healthz, /readyz, /metrics (Prometheus) and /members over HTTP.
 
 Start the first node alone, then start others with --join pointing at the
-gossip address of any member. On SIGINT or SIGTERM a node tells the grid it
-is leaving, stops taking calls, lets the calls in flight finish (up to
---drain-timeout; a second signal cuts the wait short) and exits 0.
+gossip address of any member (or several, or a name resolving to them).
+Across machines, bind to an address the others reach, or to 0.0.0.0 with
+--advertise naming the address they dial (without it, the address of the
+interface holding the default route is advertised). A node keeps trying to
+reach members it declared dead, and seeds it does not see, so both sides of
+a healed network partition become one grid again.
+
+On SIGINT or SIGTERM a node tells the grid it is leaving, stops taking
+calls, lets the calls in flight finish (up to --drain-timeout; a second
+signal cuts the wait short) and exits 0.
 
 A node keeps at most --max-conns RPC connections open, by default a bound
 derived from the open-file limit (raised to the hard limit at start);
@@ -99,6 +107,7 @@ Built-in functions:
   shoal node --name b --gossip 127.0.0.1:7947 --rpc 127.0.0.1:7374 --http 127.0.0.1:8788 --join 127.0.0.1:7946
   head -c 32 /dev/urandom | base64 > gossip.key; head -c 32 /dev/urandom | base64 > token; chmod 600 gossip.key token
   shoal node --gossip-key-file gossip.key --token-file token
+  shoal node --gossip 0.0.0.0:7946 --rpc 0.0.0.0:7373 --advertise 10.0.0.5 --join 10.0.0.4:7946,10.0.0.6:7946 --gossip-key-file gossip.key --token-file token
   shoal node --memcached 127.0.0.1:11211,127.0.0.1:11212
   shoal node --cache-addr 127.0.0.1:11211 --cache-ring gossip`,
 		Args: cobra.NoArgs,
@@ -111,7 +120,9 @@ Built-in functions:
 	f.StringVar(&o.gossipAddr, "gossip", def.GossipAddr, "HOST:PORT for gossip, UDP and TCP (port 0 picks a free one)")
 	f.StringVar(&o.rpcAddr, "rpc", def.RPCAddr, "HOST:PORT to serve msgpack-rpc on (port 0 picks a free one)")
 	f.StringVar(&o.httpAddr, "http", def.HTTPAddr, "HOST:PORT for /healthz, /readyz, /metrics and /members; empty turns HTTP off")
-	f.StringSliceVar(&o.join, "join", nil, "gossip HOST:PORT of members to join through, comma-separated; none starts a new grid")
+	f.StringVar(&o.advertise, "advertise", "", "HOST (address or name) the others dial for this node's gossip, RPC and HTTP ports, when not the bound one: behind a NAT, in a container or a pod "+
+		"(default: the bound host; bound to 0.0.0.0, the address of the interface routing to the rest of the network)")
+	f.StringSliceVar(&o.join, "join", nil, "gossip HOST:PORT of members to join through, comma-separated; a name is looked up again on every retry (a Kubernetes headless Service); none starts a new grid")
 	f.DurationVar(&o.joinTimeout, "join-timeout", def.JoinTimeout, "give up (exit 1) if no --join member answers within this")
 	f.IntVar(&o.slots, "slots", 0, fmt.Sprintf("calls to run at once (default: the number of CPUs, %d here)", def.Slots))
 	f.IntVar(&o.queue, "queue", 0, "calls that may wait for a slot before more get Overloaded (default: 64 per slot)")
@@ -189,6 +200,7 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 		return cfg, err
 	}
 	cfg.Name, cfg.GossipAddr, cfg.RPCAddr, cfg.HTTPAddr = o.name, o.gossipAddr, o.rpcAddr, o.httpAddr
+	cfg.Advertise = o.advertise
 	cfg.Join, cfg.JoinTimeout, cfg.Slots, cfg.QueueSize = o.join, o.joinTimeout, o.slots, o.queue
 	cfg.DrainTimeout, cfg.Logger = o.drainTimeout, log
 	cfg.Memcached, cfg.CacheAddr, cfg.CacheRing, cfg.CacheSize = o.memcached, o.cacheAddr, o.cacheRing, o.cacheSize
