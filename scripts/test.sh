@@ -24,6 +24,7 @@ command -v go >/dev/null 2>&1 || { echo "test.sh: Go is required (https://go.dev
 need gcc gcc             # the race detector needs cgo
 need memcached memcached # the cache tests run real memcached servers
 need prlimit util-linux  # the descriptor test runs a node under prlimit
+need ip iproute2         # the multi-host tests make network namespaces (ip, tc)
 
 echo "== gofmt"
 unformatted=$(gofmt -l .)

@@ -26,8 +26,11 @@ type PKI struct {
 	ClientKey  string // its private key
 }
 
-// NewPKI writes a fresh PKI valid for an hour around now.
-func NewPKI(t testing.TB) PKI {
+// NewPKI writes a fresh PKI valid for an hour around now. The server
+// certificate names 127.0.0.1 and the further hosts given (addresses or
+// names), and serves as a client certificate too, as a node's does when
+// it calls other members.
+func NewPKI(t testing.TB, hosts ...string) PKI {
 	t.Helper()
 	dir := t.TempDir()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -58,7 +61,15 @@ func NewPKI(t testing.TB) PKI {
 		}
 		return path
 	}
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
+	ips, names := []net.IP{net.ParseIP("127.0.0.1")}, []string(nil)
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, h)
+		}
+	}
+	leaf := func(name string, serial int64, usage ...x509.ExtKeyUsage) (string, string) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			t.Fatal(err)
@@ -69,8 +80,9 @@ func NewPKI(t testing.TB) PKI {
 			NotBefore:    time.Now().Add(-time.Hour),
 			NotAfter:     time.Now().Add(time.Hour),
 			KeyUsage:     x509.KeyUsageDigitalSignature,
-			ExtKeyUsage:  []x509.ExtKeyUsage{usage},
-			IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+			ExtKeyUsage:  usage,
+			IPAddresses:  ips,
+			DNSNames:     names,
 		}
 		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
 		if err != nil {
@@ -83,7 +95,7 @@ func NewPKI(t testing.TB) PKI {
 		return write(name+".crt", "CERTIFICATE", der), write(name+".key", "EC PRIVATE KEY", keyDER)
 	}
 	p := PKI{CAFile: write("ca.crt", "CERTIFICATE", caDER)}
-	p.ServerCert, p.ServerKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
+	p.ServerCert, p.ServerKey = leaf("server", 2, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
 	p.ClientCert, p.ClientKey = leaf("client", 3, x509.ExtKeyUsageClientAuth)
 	return p
 }

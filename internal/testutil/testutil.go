@@ -39,13 +39,31 @@ func ShoalBinary(t testing.TB) string {
 	return Build(t, "github.com/shoalgrid/shoal/cmd/shoal")
 }
 
+// PlainShoalBinary builds ./cmd/shoal once per test process without the
+// race detector, for tests that time what a grid does (how soon a lost
+// node is noticed, how long a job takes), which the detector's slowdown
+// would distort, and returns its path.
+func PlainShoalBinary(t testing.TB) string {
+	t.Helper()
+	return build1(t, "github.com/shoalgrid/shoal/cmd/shoal", false)
+}
+
 // Build builds the main package pkg once per test process (with the race
 // detector when the tests have it) and returns the binary's path.
 func Build(t testing.TB, pkg string) string {
 	t.Helper()
+	return build1(t, pkg, raceEnabled)
+}
+
+func build1(t testing.TB, pkg string, race bool) string {
+	t.Helper()
 	build.mu.Lock()
 	defer build.mu.Unlock()
-	if bin, ok := build.bins[pkg]; ok {
+	key := pkg
+	if race != raceEnabled {
+		key += " (without race)"
+	}
+	if bin, ok := build.bins[key]; ok {
 		return bin
 	}
 	if build.dir == "" {
@@ -56,10 +74,18 @@ func Build(t testing.TB, pkg string) string {
 		build.dir, build.bins = dir, make(map[string]string)
 	}
 	bin := filepath.Join(build.dir, filepath.Base(pkg))
-	if out, err := GoBuild("-o", bin, pkg); err != nil {
+	args := []string{"build", "-o", bin, pkg}
+	if race {
+		args = []string{"build", "-race", "-o", bin, pkg}
+	}
+	if race != raceEnabled {
+		bin += "-norace"
+		args[len(args)-2] = bin
+	}
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
-	build.bins[pkg] = bin
+	build.bins[key] = bin
 	return bin
 }
 
