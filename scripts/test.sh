@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Go: installs what
-# the tests need (gcc, memcached), checks formatting, vets, runs every test
+# the tests need (gcc, memcached, iproute2, podman), checks formatting, vets, runs every test
 # under the race detector, fuzzes the RPC message reader briefly and
 # measures a node's memory under huge calls and a client's over a large
 # job without the race detector.
@@ -25,6 +25,8 @@ need gcc gcc             # the race detector needs cgo
 need memcached memcached # the cache tests run real memcached servers
 need prlimit util-linux  # the descriptor test runs a node under prlimit
 need ip iproute2         # the multi-host tests make network namespaces (ip, tc)
+need podman podman       # the container tests build the image and run a grid of it
+need runc runc           # ... with runc, which starts where crun refuses hybrid cgroups
 
 echo "== gofmt"
 unformatted=$(gofmt -l .)
@@ -36,6 +38,7 @@ fi
 
 echo "== go vet"
 go vet ./...
+(cd deploy && go vet ./...)
 
 # A count, not a duration: with -fuzztime 10s, Go 1.26's fuzz coordinator
 # can report its own deadline as a failure ("context deadline exceeded",
@@ -46,6 +49,11 @@ go test -run '^$' -fuzz '^FuzzServerConn$' -fuzztime "$SHOAL_FUZZTIME" ./rpc
 
 echo "== go test -race"
 go test -race -count=1 -timeout 8m ./...
+
+# deploy/ is a module of its own, so that the Kubernetes API types it
+# checks the manifests against stay out of Shoal's dependencies.
+echo "== Kubernetes manifests (deploy/)"
+(cd deploy && go test -count=1 ./...)
 
 # The race detector's shadow memory would be measured with the processes'
 # own, so the memory-bound tests are built without it (memory_test.go is
