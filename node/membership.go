@@ -339,8 +339,15 @@ func (n *Node) reconnectLoop() {
 		// of its side's state, and a member dead for good costs one
 		// attempt a round.
 		target := targets[rand.IntN(len(targets))]
+		before := n.ml.NumMembers()
 		if joined, err := n.ml.Join([]string{target}); joined > 0 {
-			n.log.Info("reconnected to the grid", "through", target, "members", n.ml.NumMembers())
+			// A seed can be a live member under another address (a
+			// Service's), so joining it may bring no one new.
+			level := slog.LevelDebug
+			if n.ml.NumMembers() > before {
+				level = slog.LevelInfo
+			}
+			n.log.Log(n.ctx, level, "reconnected to the grid", "through", target, "members", n.ml.NumMembers())
 		} else {
 			n.log.Debug("reconnect failed", "through", target, "err", joinFailure(err))
 		}
@@ -348,9 +355,10 @@ func (n *Node) reconnectLoop() {
 }
 
 // reconnectTargets returns the gossip addresses worth trying to join
-// again: members declared dead (a graceful leave is final), and seeds,
-// looked up again each time (the pods behind a Kubernetes Service come and
-// go), that no live member holds.
+// again: members declared dead (a graceful leave is final), and, when
+// there are such members or the node is alone, the seeds no live member
+// holds, looked up again each time (the pods behind a Kubernetes Service
+// come and go). A whole grid costs nothing: it has nothing to try.
 func (n *Node) reconnectTargets() []string {
 	live := map[string]bool{n.GossipAddr(): true}
 	var dead []string
@@ -364,6 +372,9 @@ func (n *Node) reconnectTargets() []string {
 	}
 	n.mu.Unlock()
 	targets := slices.DeleteFunc(dead, func(a string) bool { return live[a] })
+	if len(targets) == 0 && len(live) > 1 {
+		return nil
+	}
 	for _, seed := range n.cfg.Join {
 		for _, a := range n.resolveSeed(seed) {
 			if !live[a] && !slices.Contains(targets, a) {
