@@ -4,6 +4,9 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/shoalgrid/shoal/internal/testutil"
 )
 
 func TestAdvertiseMustBeAHostOthersCanDial(t *testing.T) {
@@ -73,4 +76,23 @@ func TestNodeAdvertisesTheNameItIsGiven(t *testing.T) {
 			t.Errorf("another member sees rpc %s, want %s", m.RPC, n.RPCAddr())
 		}
 	}
+}
+
+// A member declared dead is tried again after the view has forgotten it:
+// a partition longer than ForgetAfter still heals. Here the dead member's
+// address comes back as a new process that joins no one; only the
+// survivor's reconnect loop can bring the two together.
+func TestReconnectOutlastsForgetting(t *testing.T) {
+	a := startNode(t, "a", nil, func(c *Config) { c.ForgetAfter = 50 * time.Millisecond })
+	b := startNode(t, "b", []string{a.GossipAddr()}, nil)
+	waitState(t, a, "b", "alive")
+	gossip := b.GossipAddr()
+	b.Close() // no leave: a declares it dead
+	testutil.WaitFor(t, 10*time.Second, "a to forget b", func() bool {
+		_, listed := states(a)["b"]
+		return !listed
+	})
+	again := startNode(t, "b", nil, func(c *Config) { c.GossipAddr = gossip })
+	waitState(t, a, "b", "alive")
+	waitState(t, again, "a", "alive")
 }

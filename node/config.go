@@ -146,8 +146,8 @@ type Timing struct {
 	// LoadInterval is how often a change in the node's load is gossiped.
 	LoadInterval time.Duration
 	// ReconnectInterval is how often the node tries to reach one member it
-	// has declared dead (not left), or a seed it does not see alive, to
-	// join it again. memberlist never contacts a dead member again, so
+	// has declared dead (not left; for up to 24 hours), or a seed it does
+	// not see alive, to join it again. memberlist never contacts a dead member again, so
 	// without this the two sides of a healed partition would stay apart.
 	// Zero takes the default of the timing it belongs to.
 	ReconnectInterval time.Duration

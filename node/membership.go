@@ -189,6 +189,11 @@ func (n *Node) handleEvent(ev memberEvent) {
 		}
 	}
 	n.view[m.Name] = &viewMember{Member: m, since: time.Now(), leaving: leavingFlag(&ev.node)}
+	if m.State == grid.StateDead {
+		n.lost[m.Name] = lostMember{gossip: m.Gossip, since: time.Now()}
+	} else {
+		delete(n.lost, m.Name)
+	}
 	n.mu.Unlock()
 	switch ev.kind {
 	case memberlist.NodeJoin, memberlist.NodeUpdate:
@@ -354,21 +359,37 @@ func (n *Node) reconnectLoop() {
 	}
 }
 
+// reconnectFor is how long the node goes on trying to reach a member it
+// declared dead, as Serf's reconnect_timeout: longer than the view shows it
+// (Config.ForgetAfter), so that a long partition heals too.
+const reconnectFor = 24 * time.Hour
+
+// lostMember is a member declared dead, not since seen alive or leaving.
+type lostMember struct {
+	gossip string
+	since  time.Time
+}
+
 // reconnectTargets returns the gossip addresses worth trying to join
-// again: members declared dead (a graceful leave is final), and, when
-// there are such members or the node is alone, the seeds no live member
-// holds, looked up again each time (the pods behind a Kubernetes Service
-// come and go). A whole grid costs nothing: it has nothing to try.
+// again: members declared dead within reconnectFor (a graceful leave is
+// final), and, when there are such members or the node is alone, the
+// seeds no live member holds, looked up again each time (the pods behind a
+// Kubernetes Service come and go). A whole grid has nothing to try.
 func (n *Node) reconnectTargets() []string {
 	live := map[string]bool{n.GossipAddr(): true}
 	var dead []string
 	n.mu.Lock()
 	for _, v := range n.view {
-		if v.State == grid.StateDead {
-			dead = append(dead, v.Gossip)
-		} else if !v.Gone() {
+		if !v.Gone() {
 			live[v.Gossip] = true
 		}
+	}
+	for name, l := range n.lost {
+		if time.Since(l.since) > reconnectFor {
+			delete(n.lost, name)
+			continue
+		}
+		dead = append(dead, l.gossip)
 	}
 	n.mu.Unlock()
 	targets := slices.DeleteFunc(dead, func(a string) bool { return live[a] })

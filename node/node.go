@@ -94,6 +94,7 @@ type Node struct {
 
 	mu   sync.Mutex
 	view map[string]*viewMember // every member seen, by name
+	lost map[string]lostMember  // members declared dead, by name, to reconnect to
 
 	catalogue catalogue
 }
@@ -113,6 +114,7 @@ func New(cfg Config, version string) (*Node, error) {
 		events:      newEventQueue(),
 		cacheWrites: make(chan cacheWrite, cfg.CacheQueue),
 		view:        make(map[string]*viewMember),
+		lost:        make(map[string]lostMember),
 		catalogue:   catalogue{byDigest: make(map[string][]rpc.FunctionInfo)},
 	}
 	n.ctx, n.stop = context.WithCancel(context.Background())
