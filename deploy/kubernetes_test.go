@@ -744,7 +744,10 @@ func TestNodeFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(t.TempDir(), "shoal")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/shoal")
+	// Built as scripts/image.sh and the multi-host tests build it, so that
+	// the build cache serves all three.
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/shoal")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/shoal: %v\n%s", err, out)

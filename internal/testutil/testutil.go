@@ -39,10 +39,12 @@ func ShoalBinary(t testing.TB) string {
 	return Build(t, "github.com/shoalgrid/shoal/cmd/shoal")
 }
 
-// PlainShoalBinary builds ./cmd/shoal once per test process without the
+// PlainShoalBinary builds ./cmd/shoal once per test process as the
+// container image has it (static, CGO_ENABLED=0, -trimpath), without the
 // race detector, for tests that time what a grid does (how soon a lost
 // node is noticed, how long a job takes), which the detector's slowdown
-// would distort, and returns its path.
+// would distort, and returns its path. Built as scripts/image.sh builds
+// it, the build cache serves both.
 func PlainShoalBinary(t testing.TB) string {
 	t.Helper()
 	return build1(t, "github.com/shoalgrid/shoal/cmd/shoal", false)
@@ -55,13 +57,14 @@ func Build(t testing.TB, pkg string) string {
 	return build1(t, pkg, raceEnabled)
 }
 
+// build1 builds pkg with the race detector, or else static.
 func build1(t testing.TB, pkg string, race bool) string {
 	t.Helper()
 	build.mu.Lock()
 	defer build.mu.Unlock()
 	key := pkg
-	if race != raceEnabled {
-		key += " (without race)"
+	if !race {
+		key += " (static)"
 	}
 	if bin, ok := build.bins[key]; ok {
 		return bin
@@ -74,15 +77,13 @@ func build1(t testing.TB, pkg string, race bool) string {
 		build.dir, build.bins = dir, make(map[string]string)
 	}
 	bin := filepath.Join(build.dir, filepath.Base(pkg))
-	args := []string{"build", "-o", bin, pkg}
-	if race {
-		args = []string{"build", "-race", "-o", bin, pkg}
+	cmd := exec.Command("go", "build", "-race", "-o", bin, pkg)
+	if !race {
+		bin += "-static"
+		cmd = exec.Command("go", "build", "-trimpath", "-o", bin, pkg)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	}
-	if race != raceEnabled {
-		bin += "-norace"
-		args[len(args)-2] = bin
-	}
-	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, out)
 	}
 	build.bins[key] = bin
