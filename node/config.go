@@ -117,6 +117,13 @@ type Config struct {
 	// DrainTimeout bounds how long Shutdown waits for calls in flight.
 	// Default: 30s.
 	DrainTimeout time.Duration
+	// DataDir is where the node keeps the inputs and results of the jobs
+	// it coordinates, under jobs/, removing those an earlier run left.
+	// Default: a temporary directory, removed when the node closes.
+	DataDir string
+	// JobRetention is how long a job that ended stays listed, with its
+	// results readable, before its files are removed. Default: 24h.
+	JobRetention time.Duration
 	// ForgetAfter is how long dead and left members stay listed.
 	// Default: 10 minutes.
 	ForgetAfter time.Duration
@@ -199,6 +206,7 @@ func DefaultConfig() Config {
 		Timing:       LANTiming(),
 		DrainTimeout: 30 * time.Second,
 		ForgetAfter:  10 * time.Minute,
+		JobRetention: 24 * time.Hour,
 		CacheSize:    64 << 20,
 		CacheQueue:   1 << 16,
 		CacheTimeout: cache.DefaultTimeout,
@@ -286,6 +294,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.ForgetAfter <= 0 {
 		c.ForgetAfter = d.ForgetAfter
+	}
+	if c.JobRetention <= 0 {
+		c.JobRetention = d.JobRetention
 	}
 	if c.CacheSize <= 0 {
 		c.CacheSize = d.CacheSize

@@ -211,6 +211,7 @@ func (n *Node) handleEvent(ev memberEvent) {
 		}
 	case memberlist.NodeLeave:
 		n.log.Info("member gone", "name", m.Name, "state", m.State)
+		n.jobs.coordinatorGone(m.Name, m.State)
 	}
 }
 

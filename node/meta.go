@@ -129,11 +129,22 @@ func (d *metaDelegate) NodeMeta(limit int) []byte {
 	return b
 }
 
-// NotifyMsg ignores user messages: the node sends none.
-func (d *metaDelegate) NotifyMsg([]byte) {}
+// NotifyMsg takes the jobs other nodes gossip.
+func (d *metaDelegate) NotifyMsg(b []byte) {
+	n := (*Node)(d)
+	if len(b) > 1 && b[0] == msgJob && n.jobs != nil {
+		n.jobs.heard(b[1:])
+	}
+}
 
-// GetBroadcasts has nothing to add to gossip.
-func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+// GetBroadcasts adds the states of this node's jobs to gossip.
+func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte {
+	n := (*Node)(d)
+	if n.jobs == nil || n.jobs.queue == nil {
+		return nil
+	}
+	return n.jobs.queue.GetBroadcasts(overhead, limit)
+}
 
 // LocalState has no state beyond the metadata to exchange.
 func (d *metaDelegate) LocalState(join bool) []byte { return nil }

@@ -97,6 +97,7 @@ type Node struct {
 	lost map[string]lostMember  // members declared dead, by name, to reconnect to
 
 	catalogue catalogue
+	jobs      *jobs // the map jobs this node coordinates
 }
 
 // New checks cfg and returns a node that is not yet listening. version is
@@ -144,6 +145,15 @@ func New(cfg Config, version string) (*Node, error) {
 		{grid.MethodCacheGet, n.cacheGet, "the values this node holds of the grid cache for the keys given, nil for each it does not hold"},
 		{grid.MethodCacheSet, n.cacheSet, "stores values under keys in this node's share of the grid cache"},
 		{grid.MethodMap, n.mapChunk, "runs a chunk of items of one function in one executor slot"},
+		{grid.MethodJobSubmit, n.submitJob, "starts a map job coordinated by this node and returns its id: [spec] with function, and range or inputs by shoal.job.append"},
+		{grid.MethodJobAppend, n.appendJob, "adds inputs to a job: [id, [argument arrays]]; returns the inputs it has in all"},
+		{grid.MethodJobClose, n.closeJob, "ends a job's inputs: [id]; returns their number"},
+		{grid.MethodJobStatus, n.jobStatus, "a job's state and counts: [id]"},
+		{grid.MethodJobResults, n.jobResults, "a job's results in input order: [id, from, max, wait_ms]"},
+		{grid.MethodJobCancel, n.cancelJob, "cancels a job: its work stops on every node: [id]"},
+		{grid.MethodJobList, n.listJobs, "the jobs this node coordinates or has attached, then those of other nodes as last gossiped (lost when their coordinator is gone)"},
+		{grid.MethodJobAttach, n.attachJob, "registers a job its client runs (attached), so that the grid lists it: [info]; returns its id"},
+		{grid.MethodJobProgress, n.jobProgress, "an attached job's progress: [info]; the reply asks the client to cancel it"},
 	} {
 		if err := n.srv.RegisterSystem(m.name, m.fn, rpc.WithDoc(m.doc)); err != nil {
 			return nil, err
@@ -248,6 +258,7 @@ func (n *Node) start(ctx context.Context) error {
 	if n.adv, err = n.advertise(ctx); err != nil {
 		return err
 	}
+	n.initJobs()
 	if n.cfg.Name == "" {
 		n.cfg.Name = defaultName(n.RPCAddr())
 	}
@@ -316,6 +327,7 @@ func (n *Node) start(ctx context.Context) error {
 	n.goFunc(n.eventLoop)
 	n.goFunc(n.gossipLoad)
 	n.goFunc(n.reconnectLoop)
+	n.goFunc(n.jobs.loop)
 	for i := 0; i < cacheWriters; i++ {
 		n.cacheWriter.Add(1)
 		n.goFunc(func() {
@@ -468,6 +480,9 @@ func (n *Node) Close() error {
 		}
 		n.pool.Close()
 		n.wg.Wait()
+		if n.jobs != nil {
+			n.jobs.close()
+		}
 		if n.ownsCache {
 			n.cache.Close()
 		}

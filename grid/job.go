@@ -1,0 +1,212 @@
+package grid
+
+import (
+	"context"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// The methods of jobs a node coordinates. A client in any language runs a
+// map job with them: submit, append inputs in batches (or give a range),
+// close the inputs, then read results by index while the job runs and
+// after it ends.
+const (
+	MethodJobSubmit  = "shoal.job.submit"
+	MethodJobAppend  = "shoal.job.append"
+	MethodJobClose   = "shoal.job.close"
+	MethodJobStatus  = "shoal.job.status"
+	MethodJobResults = "shoal.job.results"
+	MethodJobCancel  = "shoal.job.cancel"
+	MethodJobList    = "shoal.job.list"
+	// MethodJobAttach registers a job a client runs itself (attached), so
+	// that the grid lists it; MethodJobProgress reports its progress, and
+	// its reply asks the client to cancel it.
+	MethodJobAttach   = "shoal.job.attach"
+	MethodJobProgress = "shoal.job.progress"
+)
+
+// Job modes.
+const (
+	JobDetached = "detached" // run by its coordinator, a node
+	JobAttached = "attached" // run by a client, registered with a node
+)
+
+// InputTimeout is how long a detached job's coordinator waits for more
+// inputs, or their close, before it fails the job: its client is gone. A
+// client whose inputs are slow to come sends empty appends meanwhile.
+const InputTimeout = 20 * time.Second
+
+// AttachTimeout is how long a node waits for an attached job's progress
+// report before it lists the job as lost: its client is gone.
+const AttachTimeout = 10 * time.Second
+
+// ProgressReply answers shoal.job.progress.
+type ProgressReply struct {
+	// Cancel asks the client to cancel the job: shoal.job.cancel was
+	// called for it.
+	Cancel bool `msgpack:"cancel"`
+}
+
+// Job states.
+const (
+	JobRunning  = "running"  // inputs open, or items not all answered
+	JobDone     = "done"     // every item has a result (some may be errors)
+	JobFailed   = "failed"   // the job could not run on: unknown function, a bad input
+	JobCanceled = "canceled" // canceled; the results before remain readable
+	JobLost     = "lost"     // its coordinator is gone
+)
+
+// Limits of the job methods.
+const (
+	// MaxAppendItems bounds the inputs one shoal.job.append may carry.
+	MaxAppendItems = 65536
+	// MaxResultsPerRead bounds the results one shoal.job.results returns.
+	MaxResultsPerRead = 65536
+)
+
+// JobSpec describes a job to shoal.job.submit.
+type JobSpec struct {
+	Function string `msgpack:"function"`
+	// Range, when given as [start, stop] or [start, stop, step], makes the
+	// inputs the integers from start up to, not including, stop, one
+	// argument each; the inputs are then closed already. Without it the
+	// inputs come by shoal.job.append until shoal.job.close.
+	Range []int64 `msgpack:"range,omitempty"`
+	// Attempts bounds the tries of an item, the first included (default 3).
+	Attempts int `msgpack:"attempts,omitempty"`
+	// TimeoutMs bounds each item on the node, in milliseconds (0: none).
+	TimeoutMs int64 `msgpack:"timeout_ms,omitempty"`
+	// Chunk fixes the items per call (0: sized from each item's cost).
+	Chunk int `msgpack:"chunk,omitempty"`
+	// NoCache computes every item, even of a cacheable function.
+	NoCache bool `msgpack:"no_cache,omitempty"`
+	// Hedge re-issues the slowest chunks at the tail to idle nodes.
+	Hedge bool `msgpack:"hedge,omitempty"`
+	// Owner says who submitted the job (a host name, a program), for
+	// listings.
+	Owner string `msgpack:"owner,omitempty"`
+}
+
+// JobInfo is a job as its coordinator reports it.
+type JobInfo struct {
+	ID          string `msgpack:"id" json:"id"`
+	Function    string `msgpack:"function" json:"function"`
+	Owner       string `msgpack:"owner" json:"owner"`
+	Coordinator string `msgpack:"coordinator" json:"coordinator"` // the node running it, or an attached job's registered with
+	Mode        string `msgpack:"mode" json:"mode"`               // JobDetached or JobAttached
+	State       string `msgpack:"state" json:"state"`
+	// Total is the number of inputs, -1 while they are still coming.
+	Total int64 `msgpack:"total" json:"total"`
+	// Done counts the items with a result (Failed of them errors), in
+	// input order: results 0 to Done-1 can be read.
+	Done           int64   `msgpack:"done" json:"done"`
+	Failed         int64   `msgpack:"failed" json:"failed"`
+	Cached         int64   `msgpack:"cached" json:"cached"`
+	Retries        int64   `msgpack:"retries" json:"retries"`
+	ItemsPerSecond float64 `msgpack:"items_per_second" json:"items_per_second"`
+	StartedMs      int64   `msgpack:"started_ms" json:"started_ms"`                 // Unix milliseconds
+	EndedMs        int64   `msgpack:"ended_ms,omitempty" json:"ended_ms,omitempty"` // 0 while running
+	Error          string  `msgpack:"error,omitempty" json:"error,omitempty"`       // why it failed
+	// PerNode counts the items each node computed.
+	PerNode map[string]int64 `msgpack:"per_node,omitempty" json:"per_node,omitempty"`
+}
+
+// Ended reports whether the job will change no more.
+func (j JobInfo) Ended() bool { return j.State != JobRunning }
+
+// JobResult is one item's outcome, as shoal.job.results returns it.
+type JobResult struct {
+	Index    int64              `msgpack:"index"`
+	Value    msgpack.RawMessage `msgpack:"value"`           // nil when Error is set
+	Error    *JobError          `msgpack:"error,omitempty"` // the item's error
+	Node     string             `msgpack:"node"`            // that computed it; "" when cached
+	Attempts int                `msgpack:"attempts"`
+	Cached   bool               `msgpack:"cached"`
+}
+
+// JobError is a failed item's error, as rpc.Error puts it on the wire.
+type JobError struct {
+	Kind    string `msgpack:"kind"`
+	Message string `msgpack:"message"`
+}
+
+// JobResults is a page of a job's results, in input order.
+type JobResults struct {
+	Results []JobResult `msgpack:"results"`
+	// Next is the index to read from next.
+	Next int64 `msgpack:"next"`
+	// End is true once Next is past the last result the job will have.
+	End bool `msgpack:"end"`
+}
+
+// SubmitJob starts a job on the node at addr (shoal.job.submit) and
+// returns its id.
+func (s Stub) SubmitJob(ctx context.Context, addr string, spec JobSpec) (string, error) {
+	var id string
+	err := s.Caller.Call(ctx, addr, MethodJobSubmit, &id, &spec)
+	return id, err
+}
+
+// AppendJob sends inputs, each an encoded argument array, to the job
+// (shoal.job.append) and returns how many inputs the job has now.
+func (s Stub) AppendJob(ctx context.Context, addr, id string, inputs []msgpack.RawMessage) (int64, error) {
+	var n int64
+	err := s.Caller.Call(ctx, addr, MethodJobAppend, &n, id, inputs)
+	return n, err
+}
+
+// CloseJob ends the job's inputs (shoal.job.close) and returns their
+// number.
+func (s Stub) CloseJob(ctx context.Context, addr, id string) (int64, error) {
+	var n int64
+	err := s.Caller.Call(ctx, addr, MethodJobClose, &n, id)
+	return n, err
+}
+
+// JobStatus returns the job's state (shoal.job.status).
+func (s Stub) JobStatus(ctx context.Context, addr, id string) (JobInfo, error) {
+	var info JobInfo
+	err := s.Caller.Call(ctx, addr, MethodJobStatus, &info, id)
+	return info, err
+}
+
+// JobResults reads up to max results from index from (shoal.job.results),
+// waiting up to waitMs milliseconds for the first of them while the job
+// runs.
+func (s Stub) JobResults(ctx context.Context, addr, id string, from int64, max int, waitMs int64) (JobResults, error) {
+	var page JobResults
+	err := s.Caller.Call(ctx, addr, MethodJobResults, &page, id, from, max, waitMs)
+	return page, err
+}
+
+// CancelJob cancels the job (shoal.job.cancel): its work stops on every
+// node.
+func (s Stub) CancelJob(ctx context.Context, addr, id string) (JobInfo, error) {
+	var info JobInfo
+	err := s.Caller.Call(ctx, addr, MethodJobCancel, &info, id)
+	return info, err
+}
+
+// AttachJob registers a job the client runs (shoal.job.attach) and
+// returns its id: info.ID when given (a job moving to another node),
+// else a new one.
+func (s Stub) AttachJob(ctx context.Context, addr string, info JobInfo) (string, error) {
+	var id string
+	err := s.Caller.Call(ctx, addr, MethodJobAttach, &id, &info)
+	return id, err
+}
+
+// JobProgress reports an attached job's progress (shoal.job.progress).
+func (s Stub) JobProgress(ctx context.Context, addr string, info JobInfo) (ProgressReply, error) {
+	var reply ProgressReply
+	err := s.Caller.Call(ctx, addr, MethodJobProgress, &reply, &info)
+	return reply, err
+}
+
+// Jobs lists the jobs the node at addr coordinates (shoal.job.list).
+func (s Stub) Jobs(ctx context.Context, addr string) ([]JobInfo, error) {
+	var jobs []JobInfo
+	err := s.Caller.Call(ctx, addr, MethodJobList, &jobs)
+	return jobs, err
+}

@@ -1,0 +1,176 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/grid"
+	"github.com/shoalgrid/shoal/internal/testutil"
+	"github.com/shoalgrid/shoal/rpc"
+)
+
+// readAll reads a job's results from index 0 until the end, checking
+// that they come in order, once each.
+func readAll(t *testing.T, stub grid.Stub, addr, id string) []grid.JobResult {
+	t.Helper()
+	var all []grid.JobResult
+	for from := int64(0); ; {
+		page, err := stub.JobResults(context.Background(), addr, id, from, 1000, 5000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range page.Results {
+			if r.Index != from+int64(i) {
+				t.Fatalf("result %d of a page from %d has index %d", i, from, r.Index)
+			}
+		}
+		all = append(all, page.Results...)
+		if page.Next != from+int64(len(page.Results)) {
+			t.Fatalf("page from %d with %d results says next %d", from, len(page.Results), page.Next)
+		}
+		from = page.Next
+		if page.End {
+			return all
+		}
+	}
+}
+
+func TestNodeRunsJobsOfARangeAndOfAppendedInputs(t *testing.T) {
+	a := startNode(t, "a", nil, func(c *Config) { c.DataDir = t.TempDir() })
+	b := startNode(t, "b", []string{a.GossipAddr()}, nil)
+	waitState(t, a, "b", "alive")
+	pool := rpc.NewPool(rpc.ClientConfig{})
+	defer pool.Close()
+	stub := grid.Stub{Caller: pool}
+	ctx := context.Background()
+
+	id, err := stub.SubmitJob(ctx, a.RPCAddr(), grid.JobSpec{Function: "square", Range: []int64{-5, 20000, 1}, Owner: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := readAll(t, stub, a.RPCAddr(), id)
+	if len(results) != 20005 {
+		t.Fatalf("%d results for 20005 inputs", len(results))
+	}
+	for i, r := range results {
+		var v int64
+		if err := msgpack.Unmarshal(r.Value, &v); err != nil || r.Error != nil {
+			t.Fatalf("result %d: %v, %+v", i, err, r.Error)
+		}
+		if x := int64(i - 5); v != x*x {
+			t.Fatalf("result %d is %d, want %d", i, v, x*x)
+		}
+	}
+	info, err := stub.JobStatus(ctx, a.RPCAddr(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != grid.JobDone || info.Done != 20005 || info.Total != 20005 || info.Coordinator != "a" || info.Owner != "test" {
+		t.Errorf("status %+v", info)
+	}
+	if info.PerNode["a"]+info.PerNode["b"] != 20005 {
+		t.Errorf("per node %v does not add up to 20005", info.PerNode)
+	}
+
+	// Inputs appended in batches, some not arrays.
+	id, err = stub.SubmitJob(ctx, b.RPCAddr(), grid.JobSpec{Function: "square"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var batch []msgpack.RawMessage
+	one, _ := msgpack.Marshal([]any{1})
+	for i := range 3000 {
+		enc, _ := msgpack.Marshal([]any{i})
+		batch = append(batch, enc)
+		if len(batch) == 1000 {
+			if _, err := stub.AppendJob(ctx, b.RPCAddr(), id, batch); err != nil {
+				t.Fatal(err)
+			}
+			batch = nil
+		}
+	}
+	notArray, _ := msgpack.Marshal(7)
+	if _, err := stub.AppendJob(ctx, b.RPCAddr(), id, []msgpack.RawMessage{notArray}); !errors.Is(err, rpc.ErrBadArguments) {
+		t.Errorf("appending a value that is not an argument array: %v", err)
+	}
+	if n, err := stub.CloseJob(ctx, b.RPCAddr(), id); err != nil || n != 3000 {
+		t.Fatalf("close: %d, %v", n, err)
+	}
+	if _, err := stub.AppendJob(ctx, b.RPCAddr(), id, []msgpack.RawMessage{one}); err == nil {
+		t.Error("appending after close worked")
+	}
+	results = readAll(t, stub, b.RPCAddr(), id)
+	if len(results) != 3000 {
+		t.Fatalf("%d results for 3000 inputs", len(results))
+	}
+
+	jobs, err := stub.Jobs(ctx, a.RPCAddr())
+	if err != nil || len(jobs) != 1 || jobs[0].Function != "square" {
+		t.Errorf("a lists %+v, %v", jobs, err)
+	}
+	for _, bad := range []grid.JobSpec{{Function: "nope"}, {Function: "square", Range: []int64{1}}, {Function: "square", Range: []int64{0, 9, 0}}} {
+		if _, err := stub.SubmitJob(ctx, a.RPCAddr(), bad); err == nil {
+			t.Errorf("submitting %+v worked", bad)
+		}
+	}
+	if _, err := stub.JobStatus(ctx, a.RPCAddr(), "no-such-job"); !errors.Is(err, rpc.ErrBadArguments) {
+		t.Errorf("status of an unknown job: %v", err)
+	}
+}
+
+func TestCanceledJobStopsAndKeepsItsResults(t *testing.T) {
+	a := startNode(t, "a", nil, func(c *Config) {
+		c.Slots = 2
+	})
+	if err := a.Register("slow", func(ctx context.Context, x int) (int, error) {
+		select {
+		case <-time.After(20 * time.Millisecond):
+			return x, nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	pool := rpc.NewPool(rpc.ClientConfig{})
+	defer pool.Close()
+	stub := grid.Stub{Caller: pool}
+	ctx := context.Background()
+	var id string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		// The function registered after Start reaches the view with the
+		// next load update.
+		if id, err = stub.SubmitJob(ctx, a.RPCAddr(), grid.JobSpec{Function: "slow", Range: []int64{0, 100000}}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	page, err := stub.JobResults(ctx, a.RPCAddr(), id, 0, 10, 10_000)
+	if err != nil || len(page.Results) == 0 {
+		t.Fatalf("no result within 10s: %+v, %v", page, err)
+	}
+	info, err := stub.CancelJob(ctx, a.RPCAddr(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != grid.JobCanceled || info.Done >= 100000 {
+		t.Fatalf("after cancel: %+v", info)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the canceled job's calls to stop", func() bool {
+		running, queued := a.exec.Load()
+		return running == 0 && queued == 0
+	})
+	results := readAll(t, stub, a.RPCAddr(), id)
+	if int64(len(results)) != info.Done {
+		t.Errorf("%d results readable, status says %d done", len(results), info.Done)
+	}
+}
