@@ -306,7 +306,9 @@ func run(ctx context.Context, c *Client, fn string, src scheduler.Source, total 
 	defer cancel()
 	done := 0
 	g := scheduler.Grid{Caller: c.pool, Members: &c.views}
+	reg := c.attach(fn, total, cancel)
 	st, err := scheduler.Run(ctx, g, fn, src, o.sched, func(batch []scheduler.Result) {
+		reg.count(batch)
 		if stopped {
 			return // the job ends at its next turn
 		}
@@ -322,6 +324,14 @@ func run(ctx context.Context, c *Client, fn string, src scheduler.Source, total 
 	})
 	if o.stats != nil {
 		*o.stats = st
+	}
+	if stopped {
+		reg.finish(st, context.Canceled) // its caller stopped reading
+	} else {
+		reg.finish(st, err)
+	}
+	if reg.canceledByGrid.Load() && err != nil {
+		return false, fmt.Errorf("%w: job %s", ErrJobCanceled, reg.progress().ID)
 	}
 	if stopped {
 		return true, nil
