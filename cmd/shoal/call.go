@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/shoalgrid/shoal"
 	"github.com/shoalgrid/shoal/rpc"
@@ -28,8 +29,11 @@ type clientOptions struct {
 	tlsKey    string
 }
 
-func (o *clientOptions) addFlags(cmd *cobra.Command) {
-	f := cmd.Flags()
+func (o *clientOptions) addFlags(cmd *cobra.Command) { o.addFlagsTo(cmd.Flags()) }
+
+// addFlagsTo adds the flags to f: a command's persistent flags serve its
+// subcommands too.
+func (o *clientOptions) addFlagsTo(f *pflag.FlagSet) {
 	f.StringSliceVar(&o.seeds, "seed", []string{"127.0.0.1:7373"}, "RPC address HOST:PORT of a node; a comma-separated list is tried in order")
 	f.StringVar(&o.token, "token", "", "token to present to nodes started with --token (visible in ps: prefer --token-file)")
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the token to present (surrounding whitespace is ignored)")

@@ -154,7 +154,7 @@ A flag given on the command line wins over the environment.`,
 	root.SetFlagErrorFunc(flagError)
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format on stderr: text or json")
-	root.AddCommand(newNodeCmd(g), newCallCmd(g), newSubmitCmd(g), newDemoCmd(g), newBenchCmd(g), newBenchFloorPeerCmd(), newMembersCmd(g), newFunctionsCmd(g), newCacheCmd(g), newVersionCmd())
+	root.AddCommand(newNodeCmd(g), newCallCmd(g), newSubmitCmd(g), newDemoCmd(g), newBenchCmd(g), newBenchFloorPeerCmd(), newMembersCmd(g), newFunctionsCmd(g), newCacheCmd(g), newJobsCmd(g), newVersionCmd())
 	return root
 }
 

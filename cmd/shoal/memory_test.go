@@ -390,3 +390,53 @@ func TestSubmitMemoryIsFlat(t *testing.T) {
 		t.Errorf("the client's peak grew by %.1f MiB from %d to %d items", float64(grew)/(1<<20), sizes[0], sizes[1])
 	}
 }
+
+// TestDetachedJobMemoryIsFlat runs detached jobs of 100,000 and 1,000,000
+// items on one node and reads their results back in order: the results go
+// to the coordinator's disk, not its memory, so its peak resident size may
+// grow by little more than a collector's slack between the two.
+func TestDetachedJobMemoryIsFlat(t *testing.T) {
+	n := testutil.StartNode(t, "detached-mem", "", "--data-dir", t.TempDir())
+	bin := testutil.ShoalBinary(t)
+	peaks := make(map[int]int64)
+	sizes := []int{100_000, 1_000_000}
+	for _, size := range sizes {
+		start := time.Now()
+		out, stderr, code := testutil.Run(t, time.Minute, nil, bin, "submit", "--detach", "--seed", n.RPC, "--range", fmt.Sprintf("0:%d", size), "--no-cache", "square")
+		if code != 0 {
+			t.Fatalf("submit --detach exited %d: %s", code, stderr)
+		}
+		id := strings.TrimSpace(out)
+		cmd := exec.Command(bin, "jobs", "results", id, "--seed", n.RPC)
+		var errOut bytes.Buffer
+		cmd.Stderr = &errOut
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill() })
+		sc := bufio.NewScanner(stdout)
+		lines, wrong := 0, ""
+		for sc.Scan() {
+			if want := strconv.Itoa(lines * lines); sc.Text() != want && wrong == "" {
+				wrong = fmt.Sprintf("line %d is %q, want %s", lines, sc.Text(), want)
+			}
+			lines++
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("jobs results of %d items: %v\n%s", size, err, errOut.String())
+		}
+		if wrong != "" || lines != size {
+			t.Fatalf("jobs results of %d items printed %d lines; %s", size, lines, wrong)
+		}
+		peaks[size] = procStatusKiB(t, n.Pid(), "VmHWM") << 10
+		t.Logf("%d items submitted, run and read back in %v; coordinator peak resident %.1f MiB; %s", size,
+			time.Since(start).Round(time.Millisecond), float64(peaks[size])/(1<<20), strings.TrimSpace(errOut.String()))
+	}
+	if grew := peaks[sizes[1]] - peaks[sizes[0]]; grew > 32<<20 {
+		t.Errorf("the coordinator's peak grew by %.1f MiB from %d to %d items", float64(grew)/(1<<20), sizes[0], sizes[1])
+	}
+}

@@ -51,6 +51,8 @@ type nodeOptions struct {
 	maxInFlightMem int
 	idleTimeout    time.Duration
 	drainTimeout   time.Duration
+	dataDir        string
+	jobRetention   time.Duration
 }
 
 func newNodeCmd(g *globalOptions) *cobra.Command {
@@ -148,6 +150,8 @@ Built-in functions:
 	f.IntVar(&o.maxInFlightMem, "max-inflight-bytes", rpc.DefaultMaxInFlightBytes, "bytes all calls may hold: messages being read, arguments of queued and running calls, replies being written; a call beyond it gets Overloaded")
 	f.DurationVar(&o.idleTimeout, "idle-timeout", 5*time.Minute, "close a connection idle this long")
 	f.DurationVar(&o.drainTimeout, "drain-timeout", def.DrainTimeout, "on SIGINT/SIGTERM, how long to wait for calls in flight")
+	f.StringVar(&o.dataDir, "data-dir", "", "directory for the inputs and results of the jobs this node coordinates (shoal submit --detach), under jobs/ (default: a temporary directory, removed at exit)")
+	f.DurationVar(&o.jobRetention, "job-retention", def.JobRetention, "how long a job that ended stays listed with its results readable")
 	return cmd
 }
 
@@ -192,6 +196,8 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 		return cfg, fmt.Errorf("--cache-timeout %v: want a positive duration", o.cacheTimeout)
 	case o.maxConns < 0:
 		return cfg, fmt.Errorf("--max-conns %d: want a number of connections, or 0 to derive it from the open-file limit", o.maxConns)
+	case o.jobRetention <= 0:
+		return cfg, fmt.Errorf("--job-retention %v: want a positive duration", o.jobRetention)
 	case o.maxInFlightMem <= 0:
 		return cfg, fmt.Errorf("--max-inflight-bytes %d: want a positive number of bytes", o.maxInFlightMem)
 	}
@@ -203,6 +209,7 @@ func (o *nodeOptions) config(cmd *cobra.Command, g *globalOptions) (node.Config,
 	cfg.Advertise = o.advertise
 	cfg.Join, cfg.JoinTimeout, cfg.Slots, cfg.QueueSize = o.join, o.joinTimeout, o.slots, o.queue
 	cfg.DrainTimeout, cfg.Logger = o.drainTimeout, log
+	cfg.DataDir, cfg.JobRetention = o.dataDir, o.jobRetention
 	cfg.Memcached, cfg.CacheAddr, cfg.CacheRing, cfg.CacheSize = o.memcached, o.cacheAddr, o.cacheRing, o.cacheSize
 	cfg.CacheTimeout, cfg.MaxConns = o.cacheTimeout, o.maxConns
 	switch o.gossipTiming {

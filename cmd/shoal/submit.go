@@ -10,6 +10,7 @@ import (
 	"io"
 	"iter"
 	"math"
+	"math/big"
 	"os"
 	"strconv"
 	"strings"
@@ -37,6 +38,7 @@ type submitOptions struct {
 	chunk       int
 	noCache     bool
 	hedge       bool
+	detach      bool
 }
 
 func newSubmitCmd(g *globalOptions) *cobra.Command {
@@ -71,12 +73,18 @@ connection, a timeout, an overloaded node) is tried again, on another node
 when there is one, up to --attempts tries in all; retries in the summary
 counts the tries beyond each item's first.
 
+With --detach the job runs on a node (the least loaded offering FUNC),
+which keeps its results on disk: the command sends the inputs, prints the
+job's id on stdout and exits 0, and the job runs on whatever becomes of it.
+shoal jobs lists, waits on, reads and cancels it from any terminal.
+
 Exit status: 0 when every item succeeded, 2 when some failed, 1 when the job
 could not run (no node answered, unknown function, a bad input line), 130
 when interrupted (Ctrl-C cancels the job on every node).`,
 		Example: `  shoal submit --range 0:100000 square
   shoal submit --range 0:1000 --format records --summary-json sum.json fib
-  printf '[1,2]\n[3,4]\n' | shoal submit --input - add`,
+  printf '[1,2]\n[3,4]\n' | shoal submit --input - add
+  shoal submit --detach --range 0:1000000 square`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runSubmit(cmd, g, o, args[0])
@@ -95,6 +103,7 @@ when interrupted (Ctrl-C cancels the job on every node).`,
 	f.IntVar(&o.chunk, "chunk", 0, "items per call (0: sized from each item's measured cost)")
 	f.BoolVar(&o.noCache, "no-cache", false, "compute every item, even for cacheable functions")
 	f.BoolVar(&o.hedge, "hedge", false, "re-issue the slowest chunks at the tail of the job to idle nodes")
+	f.BoolVar(&o.detach, "detach", false, "run the job on a node of the grid, not in this command: send it the inputs, print the job's id and exit (see shoal jobs)")
 	return cmd
 }
 
@@ -121,6 +130,13 @@ func (o *submitOptions) check(cmd *cobra.Command) error {
 			return fmt.Errorf("--retries %d: an item needs at least 1 attempt (--retries counted tries; it is now --attempts)", o.retries)
 		}
 		o.attempts = o.retries
+	}
+	if o.detach {
+		for _, name := range []string{"format", "summary-json"} {
+			if cmd.Flags().Changed(name) {
+				return fmt.Errorf("--%s does not go with --detach: the results stay on the node (shoal jobs results, shoal jobs wait)", name)
+			}
+		}
 	}
 	switch {
 	case o.format != "values" && o.format != "records":
@@ -177,6 +193,9 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 	if o.hedge {
 		opts = append(opts, shoal.WithHedging())
 	}
+	if o.detach {
+		return submitDetached(ctx, c, in, fn, opts, stdout, stderr)
+	}
 	out := bufio.NewWriterSize(stdout, 64<<10)
 	var bar *progressbar.ProgressBar
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
@@ -216,6 +235,9 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 		return err
 	}
 	if jobErr != nil {
+		if errors.Is(jobErr, shoal.ErrJobCanceled) {
+			return jobErr // by shoal jobs cancel: the results before it printed
+		}
 		if errors.Is(jobErr, context.Canceled) {
 			fmt.Fprintln(stderr, "shoal: job canceled")
 			return &exitError{code: 130}
@@ -269,8 +291,10 @@ type jobInputs struct {
 	// run runs the job over the inputs, handing each result in input
 	// order to each; it returns the job's error, and each's.
 	run func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option, each func(shoal.Item[msgpack.RawMessage]) error) (jobErr, eachErr error)
-	// err returns why the inputs ended early (a bad line), once run has
-	// returned.
+	// submit starts the job on a node, sending it the inputs.
+	submit func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option) (*shoal.Job, error)
+	// err returns why the inputs ended early (a bad line), once run or
+	// submit has returned.
 	err   func() error
 	close func()
 }
@@ -294,6 +318,12 @@ func (o *submitOptions) inputs(stdin io.Reader) (*jobInputs, error) {
 			run: func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option, each func(shoal.Item[msgpack.RawMessage]) error) (error, error) {
 				return runOver(ctx, c, fn, r.all(), opts, each, func() {})
 			},
+			submit: func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option) (*shoal.Job, error) {
+				if stop, ok := r.stop(); ok {
+					return c.SubmitRange(ctx, fn, r.start, stop, r.step, opts...)
+				}
+				return shoal.Submit(ctx, c, fn, r.all(), opts...) // a range reaching past the ends of int64
+			},
 			err:   func() error { return nil },
 			close: func() {},
 		}, nil
@@ -312,6 +342,9 @@ func (o *submitOptions) inputs(stdin io.Reader) (*jobInputs, error) {
 			total: -1,
 			run: func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option, each func(shoal.Item[msgpack.RawMessage]) error) (error, error) {
 				return runOver(ctx, c, fn, lines.seq(ctx), opts, each, lines.stop)
+			},
+			submit: func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option) (*shoal.Job, error) {
+				return shoal.Submit(ctx, c, fn, lines.seq(ctx), opts...)
 			},
 			err: lines.err,
 			close: func() {
@@ -346,6 +379,18 @@ func runOver[In any](ctx context.Context, c *shoal.Client, fn string, inputs ite
 type intRange struct {
 	start, step int64
 	count       uint64
+}
+
+// stop returns the end of the range as the grid's job methods take it,
+// past the last integer by one step, and false when that would wrap past
+// the ends of int64.
+func (r intRange) stop() (int64, bool) {
+	if r.count == 0 {
+		return r.start, true
+	}
+	end := new(big.Int).Mul(new(big.Int).SetUint64(r.count), big.NewInt(r.step))
+	end.Add(end, big.NewInt(r.start))
+	return end.Int64(), end.IsInt64()
 }
 
 // all yields the range's integers. They are computed from their position,
