@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/shoalgrid/shoal"
 	"github.com/shoalgrid/shoal/internal/builtins"
 	"github.com/shoalgrid/shoal/internal/local"
@@ -104,6 +106,9 @@ const (
 	CostTCP     = "tcp"
 	CostGoAPI   = "go-api"
 	CostSubmit  = "submit"
+	// CostDetached is the job run detached by a node, its results read
+	// back: the extra hop beside go-api.
+	CostDetached = "detached"
 )
 
 // Cost returns the row of that name, or nil.
@@ -179,13 +184,16 @@ func RunMap(ctx context.Context, cfg MapConfig, progress io.Writer) (*MapReport,
 		_, err := submitRange(ctx, cfg.Binary, smallest.Nodes[0].RPC, cfg.SubmitItems)
 		return err
 	}}
-	runners := append(append(floors, onGrids(grids, trivial)...), submit)
+	detached := runner{nodes: len(smallest.Nodes), what: "detached job", items: cfg.SubmitItems, job: func() error {
+		return detachedSquares(ctx, smallest.Client, cfg.SubmitItems)
+	}}
+	runners := append(append(floors, onGrids(grids, trivial)...), submit, detached)
 	timed, err := timeJobs(ctx, "map: trivial", runners, cfg.Jobs, cfg.Items, 0, nodePids(grids), p)
 	if err != nil {
 		return nil, err
 	}
-	report.Trivial = speedUps(timed[len(floors) : len(timed)-1])
-	report.PerItem = itemCosts(timed[:len(floors)], report.Trivial[0], timed[len(timed)-1])
+	report.Trivial = speedUps(timed[len(floors) : len(timed)-2])
+	report.PerItem = itemCosts(timed[:len(floors)], report.Trivial[0], timed[len(timed)-2], timed[len(timed)-1])
 	if err := tcp.close(); err != nil {
 		p.printf("map: the TCP floor's peer: %v", err)
 	}
@@ -292,6 +300,35 @@ func squareJob(ctx context.Context, c *shoal.Client, items []int) error {
 	return nil
 }
 
+// detachedSquares runs square over 0..n-1 as a detached job on a node of
+// c's grid and reads every result back, checking them.
+func detachedSquares(ctx context.Context, c *shoal.Client, n int) error {
+	job, err := c.SubmitRange(ctx, "square", 0, int64(n), 1, shoal.WithoutCache())
+	if err != nil {
+		return err
+	}
+	i := 0
+	for it, err := range job.Results(ctx) {
+		if err != nil {
+			return err
+		}
+		if it.Err != nil || it.Index != i {
+			return fmt.Errorf("detached job: item %d: index %d, %v", i, it.Index, it.Err)
+		}
+		if i%1000 == 0 {
+			var v int
+			if err := msgpack.Unmarshal(it.Value, &v); err != nil || v != i*i {
+				return fmt.Errorf("detached job: square(%d) = %d, %v", i, v, err)
+			}
+		}
+		i++
+	}
+	if i != n {
+		return fmt.Errorf("detached job: %d results for %d items", i, n)
+	}
+	return nil
+}
+
 // speedUps sets each result's SpeedUp relative to the first's, and
 // returns them.
 func speedUps(results []MapResult) []MapResult {
@@ -304,7 +341,7 @@ func speedUps(results []MapResult) []MapResult {
 // itemCosts makes the per-item table: the floors, then Shoal through the
 // Go API (the smallest grid's trivial job) and through shoal submit on the
 // same grid, each with Shoal's ratios to it.
-func itemCosts(floors []MapResult, goAPI, submit MapResult) []ItemCost {
+func itemCosts(floors []MapResult, goAPI, submit, detached MapResult) []ItemCost {
 	row := func(name, what string, floor bool, r MapResult) ItemCost {
 		return ItemCost{Name: name, What: what, Floor: floor, Nodes: r.Nodes, Items: r.Items, JobSeconds: r.JobSeconds,
 			ItemsPerSecond: r.ItemsPerSecond, NanosPerItem: r.MicrosPerItem * 1000}
@@ -319,6 +356,7 @@ func itemCosts(floors []MapResult, goAPI, submit MapResult) []ItemCost {
 		row(CostTCP, "the job's msgpack-rpc bytes both ways over loopback TCP, 2 processes", true, floors[2]),
 		row(CostGoAPI, "Shoal, Go API, "+nodes, false, goAPI),
 		row(CostSubmit, "Shoal, shoal submit --range --no-cache, output to a pipe, "+nodes, false, submit),
+		row(CostDetached, "Shoal, a detached job (Client.SubmitRange, the node runs it and keeps the results on disk), its results read back, "+nodes, false, detached),
 	}
 	for i := range costs {
 		costs[i].GoAPIVsThis = Ratio(costs[3].NanosPerItem, costs[i].NanosPerItem)

@@ -175,7 +175,7 @@ func TestEveryScenarioAtATinySize(t *testing.T) {
 	}
 	if decoded.Map.Trivial[1].ItemsPerSecond != m.Trivial[1].ItemsPerSecond || decoded.Machine != r.Machine ||
 		decoded.Config.Map.Items != 2500 || len(decoded.Targets) != len(r.Targets) ||
-		len(decoded.Map.PerItem) != 5 || decoded.Map.PerItem[2].NanosPerItem != m.PerItem[2].NanosPerItem ||
+		len(decoded.Map.PerItem) != 6 || decoded.Map.PerItem[2].NanosPerItem != m.PerItem[2].NanosPerItem ||
 		len(decoded.Memory.Results) != 2 || decoded.Memory.Results[1].ClientPeakMiB != mem.Results[1].ClientPeakMiB ||
 		decoded.Dask.ShoalVsDask != d.ShoalVsDask || decoded.Dask.Skipped != d.Skipped {
 		t.Errorf("JSON round trip lost figures:\n%s", encoded)
@@ -210,7 +210,7 @@ func checkItemCosts(t *testing.T, m *MapReport, items, submitItems int) {
 	for _, c := range m.PerItem {
 		names = append(names, c.Name)
 		wantItems := items
-		if c.Name == CostSubmit {
+		if c.Name == CostSubmit || c.Name == CostDetached {
 			wantItems = submitItems
 		}
 		if c.Items != wantItems || len(c.JobSeconds) != 1 || c.ItemsPerSecond <= 0 || c.NanosPerItem <= 0 ||
@@ -221,11 +221,11 @@ func checkItemCosts(t *testing.T, m *MapReport, items, submitItems int) {
 			t.Errorf("per item, %s: %v ns an item at %v items/s", c.Name, c.NanosPerItem, c.ItemsPerSecond)
 		}
 	}
-	if got := strings.Join(names, ","); got != "loop,msgpack,tcp,go-api,submit" {
+	if got := strings.Join(names, ","); got != "loop,msgpack,tcp,go-api,submit,detached" {
 		t.Fatalf("per-item rows %s", got)
 	}
 	goAPI, submit := m.Cost(CostGoAPI), m.Cost(CostSubmit)
-	if goAPI.ItemsPerSecond != m.Trivial[0].ItemsPerSecond || goAPI.Nodes != 1 || submit.Nodes != 1 {
+	if goAPI.ItemsPerSecond != m.Trivial[0].ItemsPerSecond || goAPI.Nodes != 1 || submit.Nodes != 1 || m.Cost(CostDetached).Nodes != 1 {
 		t.Errorf("Shoal's rows %+v, %+v; the 1-node grid's job %+v", goAPI, submit, m.Trivial[0])
 	}
 	for _, c := range m.PerItem {

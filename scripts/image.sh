@@ -26,6 +26,7 @@ fi
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT
 version=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
+mkdir "$context/data" # the image's /data, for the jobs a node coordinates
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$context/shoal" ./cmd/shoal
 
 pull=()

@@ -104,14 +104,14 @@ func TestImageHoldsOnlyTheStaticBinary(t *testing.T) {
 			t.Errorf("port %s not exposed: %v", port, c.ExposedPorts)
 		}
 	}
-	for _, env := range []string{"SHOAL_GOSSIP=0.0.0.0:7946", "SHOAL_RPC=0.0.0.0:7373", "SHOAL_HTTP=0.0.0.0:8787"} {
+	for _, env := range []string{"SHOAL_GOSSIP=0.0.0.0:7946", "SHOAL_RPC=0.0.0.0:7373", "SHOAL_HTTP=0.0.0.0:8787", "SHOAL_DATA_DIR=/data"} {
 		if !slices.Contains(c.Env, env) {
 			t.Errorf("%s not in the image's environment %q", env, c.Env)
 		}
 	}
 
-	// The OCI layout: one layer, holding /shoal alone, a static ELF
-	// executable (no interpreter, so no libc is needed).
+	// The OCI layout: two layers, holding /shoal, a static ELF executable
+	// (no interpreter, so no libc is needed), and an empty /data.
 	dir := filepath.Join(t.TempDir(), "oci")
 	podman(t, "save", "--format", "oci-dir", "-o", dir, tag)
 	var index struct{ Manifests []struct{ Digest string } }
@@ -123,43 +123,49 @@ func TestImageHoldsOnlyTheStaticBinary(t *testing.T) {
 		Layers []struct{ Digest, MediaType string }
 	}
 	readJSON(t, blob(dir, index.Manifests[0].Digest), &manifest)
-	if len(manifest.Layers) != 1 {
-		t.Fatalf("%d layers, want 1: %+v", len(manifest.Layers), manifest.Layers)
+	if len(manifest.Layers) != 2 {
+		t.Fatalf("%d layers, want 2 (/shoal, /data): %+v", len(manifest.Layers), manifest.Layers)
 	}
-	f, err := os.Open(blob(dir, manifest.Layers[0].Digest))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var layer io.Reader = f
-	if strings.HasSuffix(manifest.Layers[0].MediaType, "+gzip") {
-		if layer, err = gzip.NewReader(f); err != nil {
-			t.Fatal(err)
-		}
-	}
-	tr := tar.NewReader(layer)
 	var names []string
 	var binary []byte
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
+	for _, l := range manifest.Layers {
+		f, err := os.Open(blob(dir, l.Digest))
 		if err != nil {
-			t.Fatalf("layer %s (%s): %v", manifest.Layers[0].Digest, manifest.Layers[0].MediaType, err)
+			t.Fatal(err)
 		}
-		names = append(names, h.Name)
-		if h.Name == "shoal" {
-			if h.Mode&0o111 == 0 {
-				t.Errorf("shoal is not executable: mode %o", h.Mode)
-			}
-			if binary, err = io.ReadAll(tr); err != nil {
+		defer f.Close()
+		var layer io.Reader = f
+		if strings.HasSuffix(l.MediaType, "+gzip") {
+			if layer, err = gzip.NewReader(f); err != nil {
 				t.Fatal(err)
 			}
 		}
+		tr := tar.NewReader(layer)
+		for {
+			h, err := tr.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("layer %s (%s): %v", l.Digest, l.MediaType, err)
+			}
+			names = append(names, h.Name)
+			if h.Name == "data/" && (h.Typeflag != tar.TypeDir || h.Uid != 65532) {
+				t.Errorf("data/ is not a directory of the node's user: type %c, uid %d", h.Typeflag, h.Uid)
+			}
+			if h.Name == "shoal" {
+				if h.Mode&0o111 == 0 {
+					t.Errorf("shoal is not executable: mode %o", h.Mode)
+				}
+				if binary, err = io.ReadAll(tr); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
 	}
-	if !slices.Equal(names, []string{"shoal"}) {
-		t.Fatalf("the layer holds %q, want only shoal", names)
+	slices.Sort(names)
+	if !slices.Equal(names, []string{"data/", "shoal"}) {
+		t.Fatalf("the layer holds %q, want only shoal and an empty data/", names)
 	}
 	exe, err := elf.NewFile(bytes.NewReader(binary))
 	if err != nil {
