@@ -2,8 +2,6 @@ package shoal
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,9 +36,8 @@ type attachment struct {
 // attach starts registering the job of fn with a node; cancel cancels the
 // job when shoal.job.cancel asks for it.
 func (c *Client) attach(fn string, total int, cancel context.CancelFunc) *attachment {
-	host, _ := os.Hostname()
 	a := &attachment{c: c, cancel: cancel, ended: make(chan struct{}), info: JobInfo{
-		Function: fn, Owner: fmt.Sprintf("%s (pid %d)", host, os.Getpid()), Mode: grid.JobAttached,
+		Function: fn, Owner: jobOwner(), Mode: grid.JobAttached,
 		State: grid.JobRunning, Total: int64(total), StartedMs: time.Now().UnixMilli(),
 	}}
 	c.wg.Add(1)

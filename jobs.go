@@ -75,23 +75,17 @@ func Submit[In any](ctx context.Context, c *Client, fn string, inputs iter.Seq[I
 }
 
 func (c *Client) submit(ctx context.Context, fn string, span []int64, feed func(send func(msgpack.RawMessage) error) error, opts []Option) (*Job, error) {
-	o := &jobOptions{}
-	for _, opt := range opts {
-		opt(o)
-	}
-	if o.err != nil {
-		return nil, o.err
+	o, err := readOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	view := c.view()
 	if _, ok := view.Function(fn); !ok {
 		return nil, unknownFunction(view, fn)
 	}
-	host, _ := os.Hostname()
 	spec := grid.JobSpec{Function: fn, Range: span, Attempts: o.sched.Attempts, Chunk: o.sched.ChunkSize,
-		TimeoutMs: o.sched.ItemTimeout.Milliseconds(), NoCache: o.noCache, Hedge: o.sched.Hedge,
-		Owner: fmt.Sprintf("%s (pid %d)", host, os.Getpid())}
+		TimeoutMs: o.sched.ItemTimeout.Milliseconds(), NoCache: o.noCache, Hedge: o.sched.Hedge, Owner: jobOwner()}
 	var job *Job
-	var err error
 	for _, m := range view.Candidates(fn) {
 		var id string
 		if id, err = c.stub.SubmitJob(ctx, m.RPC, spec); err == nil {
@@ -171,6 +165,12 @@ func (c *Client) submit(ctx context.Context, fn string, span []int64, feed func(
 		return nil, fmt.Errorf("shoal: sending the inputs of job %s to %s: %w (the job was canceled)", job.ID, job.Coordinator, err)
 	}
 	return job, nil
+}
+
+// jobOwner names this process in job listings: host and process id.
+func jobOwner() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s (pid %d)", host, os.Getpid())
 }
 
 // Jobs lists the jobs every live member coordinates, oldest first. A

@@ -275,15 +275,21 @@ func streamFrom[Out any](ctx context.Context, c *Client, fn string, src schedule
 	}
 }
 
-// prepare reads the options and finds fn in the grid, before any input is
-// read.
-func prepare(ctx context.Context, c *Client, fn string, opts []Option) (*jobOptions, error) {
+// readOptions applies opts, failing on the first bad one.
+func readOptions(opts []Option) (*jobOptions, error) {
 	o := &jobOptions{}
 	for _, opt := range opts {
 		opt(o)
 	}
-	if o.err != nil {
-		return nil, o.err
+	return o, o.err
+}
+
+// prepare reads the options and finds fn in the grid, before any input is
+// read.
+func prepare(ctx context.Context, c *Client, fn string, opts []Option) (*jobOptions, error) {
+	o, err := readOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	view := c.view()
 	f, ok := view.Function(fn)

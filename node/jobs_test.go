@@ -108,9 +108,15 @@ func TestNodeRunsJobsOfARangeAndOfAppendedInputs(t *testing.T) {
 		t.Fatalf("%d results for 3000 inputs", len(results))
 	}
 
+	// a lists its own job first, then b's if gossip has brought it yet.
 	jobs, err := stub.Jobs(ctx, a.RPCAddr())
-	if err != nil || len(jobs) != 1 || jobs[0].Function != "square" {
+	if err != nil || len(jobs) == 0 || jobs[0].Coordinator != "a" || jobs[0].Function != "square" {
 		t.Errorf("a lists %+v, %v", jobs, err)
+	}
+	for _, j := range jobs[1:] {
+		if j.Coordinator != "b" || j.ID != id {
+			t.Errorf("a lists %+v beside its own job; only b's job %s could be there", j, id)
+		}
 	}
 	for _, bad := range []grid.JobSpec{{Function: "nope"}, {Function: "square", Range: []int64{1}}, {Function: "square", Range: []int64{0, 9, 0}}} {
 		if _, err := stub.SubmitJob(ctx, a.RPCAddr(), bad); err == nil {

@@ -143,9 +143,16 @@ func (o *jobsOptions) findJob(ctx context.Context, g *globalOptions, id string) 
 }
 
 func newJobsShowCmd(g *globalOptions, o *jobsOptions) *cobra.Command {
+	return jobInfoCmd(g, o, "show ID", "Print a job's state and counts as JSON", "", (*shoal.Job).Status)
+}
+
+// jobInfoCmd is a command that does act to the job named and prints the
+// job's state it returns as JSON.
+func jobInfoCmd(g *globalOptions, o *jobsOptions, use, short, long string, act func(*shoal.Job, context.Context) (shoal.JobInfo, error)) *cobra.Command {
 	return &cobra.Command{
-		Use:   "show ID",
-		Short: "Print a job's state and counts as JSON",
+		Use:   use,
+		Short: short,
+		Long:  long,
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
@@ -154,7 +161,7 @@ func newJobsShowCmd(g *globalOptions, o *jobsOptions) *cobra.Command {
 				return err
 			}
 			defer c.Close()
-			info, err := job.Status(ctx)
+			info, err := act(job, ctx)
 			if err != nil {
 				return err
 			}
@@ -277,25 +284,8 @@ runs. Exit status as shoal jobs wait's.`,
 }
 
 func newJobsCancelCmd(g *globalOptions, o *jobsOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "cancel ID",
-		Short: "Cancel a job: its work stops on every node",
-		Long: `Cancel the job: its coordinator stops sending work and cancels the calls in
+	return jobInfoCmd(g, o, "cancel ID", "Cancel a job: its work stops on every node",
+		`Cancel the job: its coordinator stops sending work and cancels the calls in
 flight on every node. The results it had stay readable. Prints the job's
-final state as JSON.`,
-		Args: cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			c, job, err := o.findJob(ctx, g, args[0])
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			info, err := job.Cancel(ctx)
-			if err != nil {
-				return err
-			}
-			return writeJSON(cmd.OutOrStdout(), info)
-		},
-	}
+final state as JSON.`, (*shoal.Job).Cancel)
 }
