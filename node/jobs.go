@@ -479,15 +479,23 @@ func (n *Node) jobStatus(ctx context.Context, id string) (grid.JobInfo, error) {
 	return job.snapshot(), nil
 }
 
+// rawJobResults is grid.JobResults as the node sends it: each result as
+// the store holds it, encoded already.
+type rawJobResults struct {
+	Results []msgpack.RawMessage `msgpack:"results"`
+	Next    int64                `msgpack:"next"`
+	End     bool                 `msgpack:"end"`
+}
+
 // jobResults returns up to max results from index from, waiting up to
 // waitMs for the first while the job runs.
-func (n *Node) jobResults(ctx context.Context, id string, from int64, max int, waitMs int64) (grid.JobResults, error) {
+func (n *Node) jobResults(ctx context.Context, id string, from int64, max int, waitMs int64) (rawJobResults, error) {
 	job, err := n.jobs.detached(id)
 	if err != nil {
-		return grid.JobResults{}, err
+		return rawJobResults{}, err
 	}
 	if from < 0 || max < 0 || waitMs < 0 {
-		return grid.JobResults{}, rpc.Errorf(rpc.KindBadArguments, "from, max and wait_ms must not be negative")
+		return rawJobResults{}, rpc.Errorf(rpc.KindBadArguments, "from, max and wait_ms must not be negative")
 	}
 	max = min(max, grid.MaxResultsPerRead)
 	wait := time.NewTimer(time.Duration(min(waitMs, 60_000)) * time.Millisecond)
@@ -500,23 +508,18 @@ func (n *Node) jobResults(ctx context.Context, id string, from int64, max int, w
 		if from < stored || info.Ended() {
 			raw, err := job.store.read(from, max, 4<<20)
 			if err != nil {
-				return grid.JobResults{}, rpc.Errorf(rpc.KindUnavailable, "reading job %s: %v", id, err)
+				return rawJobResults{}, rpc.Errorf(rpc.KindUnavailable, "reading job %s: %v", id, err)
 			}
-			page := grid.JobResults{Results: make([]grid.JobResult, len(raw)), Next: from + int64(len(raw))}
-			for i, r := range raw {
-				if err := msgpack.Unmarshal(r, &page.Results[i]); err != nil {
-					return grid.JobResults{}, rpc.Errorf(rpc.KindUnavailable, "reading job %s: %v", id, err)
-				}
-			}
+			page := rawJobResults{Results: raw, Next: from + int64(len(raw))}
 			page.End = info.Ended() && page.Next >= stored
 			return page, nil
 		}
 		select {
 		case <-changed:
 		case <-wait.C:
-			return grid.JobResults{Next: from}, nil
+			return rawJobResults{Next: from}, nil
 		case <-ctx.Done():
-			return grid.JobResults{}, ctx.Err()
+			return rawJobResults{}, ctx.Err()
 		}
 	}
 }
