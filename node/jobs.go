@@ -510,6 +510,9 @@ func (n *Node) jobResults(ctx context.Context, id string, from int64, max int, w
 			if err != nil {
 				return rawJobResults{}, rpc.Errorf(rpc.KindUnavailable, "reading job %s: %v", id, err)
 			}
+			if raw == nil {
+				raw = []msgpack.RawMessage{} // an empty array on the wire, never nil
+			}
 			page := rawJobResults{Results: raw, Next: from + int64(len(raw))}
 			page.End = info.Ended() && page.Next >= stored
 			return page, nil
@@ -517,7 +520,7 @@ func (n *Node) jobResults(ctx context.Context, id string, from int64, max int, w
 		select {
 		case <-changed:
 		case <-wait.C:
-			return rawJobResults{Next: from}, nil
+			return rawJobResults{Results: []msgpack.RawMessage{}, Next: from}, nil
 		case <-ctx.Done():
 			return rawJobResults{}, ctx.Err()
 		}

@@ -109,6 +109,18 @@ func TestNodeRunsJobsOfARangeAndOfAppendedInputs(t *testing.T) {
 	}
 
 	// a lists its own job first, then b's if gossip has brought it yet.
+	// The page past the end is an empty array on the wire, as clients in
+	// other languages iterate it, not nil.
+	var raw struct {
+		Results msgpack.RawMessage `msgpack:"results"`
+		End     bool               `msgpack:"end"`
+	}
+	if err := pool.Call(ctx, b.RPCAddr(), grid.MethodJobResults, &raw, id, int64(3000), 10, int64(0)); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw.Results) != 1 || raw.Results[0] != 0x90 || !raw.End {
+		t.Errorf("the page past the end: results % x, end %v; want an empty array and the end", raw.Results, raw.End)
+	}
 	jobs, err := stub.Jobs(ctx, a.RPCAddr())
 	if err != nil || len(jobs) == 0 || jobs[0].Coordinator != "a" || jobs[0].Function != "square" {
 		t.Errorf("a lists %+v, %v", jobs, err)

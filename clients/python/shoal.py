@@ -169,7 +169,7 @@ class Job:
         index = start
         while True:
             page = self.client._call("shoal.job.results", self.id, index, 65536, 10000)
-            for r in page["results"]:
+            for r in page["results"] or ():
                 err = r.get("error")
                 if err is not None:
                     e = ItemError(r["index"], err.get("kind", "Remote"), err.get("message", ""))
