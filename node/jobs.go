@@ -398,6 +398,14 @@ func (n *Node) runJob(ctx context.Context, job *nodeJob, src scheduler.Source, o
 		job.signal()
 		job.mu.Unlock()
 	})
+	// An ended job holds no descriptors: its inputs are done with, and its
+	// results are opened as they are read.
+	if err := job.store.close(); err != nil && storeErr == nil {
+		storeErr = err
+	}
+	if job.spool != nil {
+		job.spool.release()
+	}
 	job.mu.Lock()
 	defer job.mu.Unlock()
 	job.info.EndedMs = time.Now().UnixMilli()

@@ -3,6 +3,9 @@ package node
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -190,5 +193,51 @@ func TestCanceledJobStopsAndKeepsItsResults(t *testing.T) {
 	results := readAll(t, stub, a.RPCAddr(), id)
 	if int64(len(results)) != info.Done {
 		t.Errorf("%d results readable, status says %d done", len(results), info.Done)
+	}
+}
+
+// An ended job keeps no descriptor open and no inputs on disk; its results
+// stay readable.
+func TestEndedJobHoldsNoFiles(t *testing.T) {
+	dir := t.TempDir()
+	a := startNode(t, "a", nil, func(c *Config) { c.DataDir = dir })
+	pool := rpc.NewPool(rpc.ClientConfig{})
+	defer pool.Close()
+	stub := grid.Stub{Caller: pool}
+	ctx := context.Background()
+	id, err := stub.SubmitJob(ctx, a.RPCAddr(), grid.JobSpec{Function: "square"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, _ := msgpack.Marshal([]any{7})
+	if _, err := stub.AppendJob(ctx, a.RPCAddr(), id, []msgpack.RawMessage{one, one}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stub.CloseJob(ctx, a.RPCAddr(), id); err != nil {
+		t.Fatal(err)
+	}
+	if results := readAll(t, stub, a.RPCAddr(), id); len(results) != 2 {
+		t.Fatalf("%d results for 2 inputs", len(results))
+	}
+	testutil.WaitFor(t, 5*time.Second, "the job's end to be recorded", func() bool {
+		info, err := stub.JobStatus(ctx, a.RPCAddr(), id)
+		return err == nil && info.Ended()
+	})
+	jobDir := filepath.Join(dir, "jobs", id)
+	if _, err := os.Stat(filepath.Join(jobDir, "inputs.bin")); !os.IsNotExist(err) {
+		t.Errorf("the ended job's inputs are still on disk: %v", err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Skip("no /proc/self/fd here")
+	}
+	for _, fd := range fds {
+		if target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name())); err == nil && strings.HasPrefix(target, jobDir) {
+			t.Errorf("descriptor %s still open on %s", fd.Name(), target)
+		}
+	}
+	// Still readable, opened as read.
+	if results := readAll(t, stub, a.RPCAddr(), id); len(results) != 2 {
+		t.Fatalf("%d results read after the end", len(results))
 	}
 }

@@ -22,7 +22,8 @@ import (
 // grid.JobResult), index.bin each result's offset in it, 8 bytes each.
 type resultStore struct {
 	mu      sync.Mutex
-	results *os.File
+	dir     string
+	results *os.File // nil once the job has ended: reads open the files
 	index   *os.File
 	count   int64 // results stored
 	size    int64 // bytes of results.bin
@@ -41,7 +42,7 @@ func newResultStore(dir string) (*resultStore, error) {
 		results.Close()
 		return nil, err
 	}
-	return &resultStore{results: results, index: index}, nil
+	return &resultStore{dir: dir, results: results, index: index}, nil
 }
 
 // bufferWriter lets the encoder append to the store's buffer.
@@ -94,19 +95,32 @@ func (s *resultStore) stored() int64 {
 // them and, beyond the first, at most maxBytes of them.
 func (s *resultStore) read(from int64, max int, maxBytes int) ([]msgpack.RawMessage, error) {
 	s.mu.Lock()
-	count, size := s.count, s.size
+	count, size, results, index := s.count, s.size, s.results, s.index
 	s.mu.Unlock()
 	if from < 0 || from >= count || max <= 0 {
 		return nil, nil
 	}
+	if results == nil {
+		// The job has ended, and its files are open only while read: a
+		// node keeping many ended jobs holds no descriptors for them.
+		var err error
+		if results, err = os.Open(filepath.Join(s.dir, "results.bin")); err != nil {
+			return nil, err
+		}
+		defer results.Close()
+		if index, err = os.Open(filepath.Join(s.dir, "index.bin")); err != nil {
+			return nil, err
+		}
+		defer index.Close()
+	}
 	n := min(int64(max), count-from)
 	offsets := make([]byte, 8*(n+1))
-	if _, err := s.index.ReadAt(offsets[:8*n], from*8); err != nil {
+	if _, err := index.ReadAt(offsets[:8*n], from*8); err != nil {
 		return nil, err
 	}
 	end := size
 	if from+n < count {
-		if _, err := s.index.ReadAt(offsets[8*n:], (from+n)*8); err != nil {
+		if _, err := index.ReadAt(offsets[8*n:], (from+n)*8); err != nil {
 			return nil, err
 		}
 		end = int64(binary.LittleEndian.Uint64(offsets[8*n:]))
@@ -120,7 +134,7 @@ func (s *resultStore) read(from int64, max int, maxBytes int) ([]msgpack.RawMess
 		end = int64(binary.LittleEndian.Uint64(offsets[8*n:]))
 	}
 	data := make([]byte, end-start)
-	if _, err := s.results.ReadAt(data, start); err != nil && !errors.Is(err, io.EOF) {
+	if _, err := results.ReadAt(data, start); err != nil && !errors.Is(err, io.EOF) {
 		return nil, err
 	}
 	out := make([]msgpack.RawMessage, n)
@@ -139,8 +153,16 @@ func max64(a, b int64) int64 {
 	return b
 }
 
+// close closes the files the job wrote to; reads go on, opening them.
 func (s *resultStore) close() error {
-	return errors.Join(s.results.Close(), s.index.Close())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.results == nil {
+		return nil
+	}
+	err := errors.Join(s.results.Close(), s.index.Close())
+	s.results, s.index = nil, nil
+	return err
 }
 
 // inputSpool keeps the inputs appended to a job on disk until the job
@@ -269,4 +291,15 @@ func (s *inputSpool) at(off int64, n int, written int64) ([]byte, error) {
 	return s.buf[start:end], nil
 }
 
-func (s *inputSpool) release() error { return s.file.Close() }
+// release closes the spool and removes its file: the job has taken every
+// input it will.
+func (s *inputSpool) release() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.file == nil {
+		return nil
+	}
+	err := errors.Join(s.file.Close(), os.Remove(s.file.Name()))
+	s.file, s.closed = nil, true // a late append is told the inputs are closed
+	return err
+}
