@@ -21,7 +21,9 @@ import (
 // read: results.bin holds each result's msgpack encoding (a
 // grid.JobResult), index.bin each result's offset in it, 8 bytes each.
 type resultStore struct {
-	mu      sync.Mutex
+	// mu is held for reading while a read uses the files, so that the
+	// job's end cannot close them under it.
+	mu      sync.RWMutex
 	dir     string
 	results *os.File // nil once the job has ended: reads open the files
 	index   *os.File
@@ -86,17 +88,17 @@ func (s *resultStore) append(batch []scheduler.Result) error {
 
 // stored returns how many results the store holds.
 func (s *resultStore) stored() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	return s.count
 }
 
 // read returns the encoded results from index from on, at most max of
 // them and, beyond the first, at most maxBytes of them.
 func (s *resultStore) read(from int64, max int, maxBytes int) ([]msgpack.RawMessage, error) {
-	s.mu.Lock()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
 	count, size, results, index := s.count, s.size, s.results, s.index
-	s.mu.Unlock()
 	if from < 0 || from >= count || max <= 0 {
 		return nil, nil
 	}
