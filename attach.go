@@ -11,7 +11,8 @@ import (
 )
 
 // reportInterval is how often a job the client runs reports its progress
-// to the node it is registered with, well within grid.AttachTimeout.
+// to the node it is registered with, well within grid.AttachTimeout. A job
+// over before its first report is never registered.
 const reportInterval = 500 * time.Millisecond
 
 // attachment registers a job the client runs (attached) with a node of the
@@ -26,6 +27,7 @@ type attachment struct {
 
 	done, failed, cached atomic.Int64
 	canceledByGrid       atomic.Bool // a node relayed shoal.job.cancel
+	everRegistered       bool        // by report, which alone reads it
 
 	mu    sync.Mutex
 	id    string        // given by the node registering the job
@@ -123,8 +125,15 @@ func (a *attachment) report() {
 			info = *final
 			info.ID = a.progress().ID
 		}
+		if addr == "" && final != nil && !a.everRegistered {
+			// Over before its first report: not worth listing. A loop
+			// of small jobs leaves the nodes' lists alone.
+			cancel()
+			return
+		}
 		if addr == "" {
 			addr = a.register(ctx, info)
+			a.everRegistered = a.everRegistered || addr != ""
 		} else if reply, err := a.c.stub.JobProgress(ctx, addr, info); err != nil {
 			a.c.log.Debug("attached job's report failed; registering it elsewhere", "job", info.ID, "node", addr, "err", err)
 			addr = a.register(ctx, info)

@@ -160,14 +160,28 @@ func (j *jobs) loseSilent(now time.Time) {
 	}
 }
 
+// maxEndedAttached bounds the ended attached jobs a node keeps listing:
+// a client running jobs in a loop all day must not grow its list without
+// end. The oldest go first.
+const maxEndedAttached = 1000
+
 func (j *jobs) expire(now time.Time) {
 	j.mu.Lock()
 	var gone []*nodeJob
+	var endedAttached []grid.JobInfo
 	for id, job := range j.byID {
 		info := job.snapshot()
 		if info.Ended() && now.Sub(time.UnixMilli(info.EndedMs)) > j.retention {
 			delete(j.byID, id)
 			gone = append(gone, job)
+		} else if info.Ended() && job.attached {
+			endedAttached = append(endedAttached, info)
+		}
+	}
+	if extra := len(endedAttached) - maxEndedAttached; extra > 0 {
+		sort.Slice(endedAttached, func(a, b int) bool { return endedAttached[a].EndedMs < endedAttached[b].EndedMs })
+		for _, info := range endedAttached[:extra] {
+			delete(j.byID, info.ID)
 		}
 	}
 	j.mu.Unlock()

@@ -241,3 +241,32 @@ func TestEndedJobHoldsNoFiles(t *testing.T) {
 		t.Fatalf("%d results read after the end", len(results))
 	}
 }
+
+// A node lists at most maxEndedAttached ended attached jobs, dropping the
+// oldest: a client running jobs in a loop cannot grow the list for ever.
+func TestEndedAttachedJobsAreBounded(t *testing.T) {
+	a := startNode(t, "a", nil, nil)
+	ctx := context.Background()
+	start := time.Now().Add(-time.Hour).UnixMilli()
+	for i := range maxEndedAttached + 5 {
+		info := grid.JobInfo{Function: "square", State: grid.JobDone, StartedMs: start, EndedMs: start + int64(i)}
+		if _, err := a.attachJob(ctx, info); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.jobs.expire(time.Now())
+	var ended []int64
+	for _, j := range a.listJobs(ctx) {
+		if j.Mode == grid.JobAttached {
+			ended = append(ended, j.EndedMs-start)
+		}
+	}
+	if len(ended) != maxEndedAttached {
+		t.Fatalf("%d ended attached jobs listed, want %d", len(ended), maxEndedAttached)
+	}
+	for _, e := range ended {
+		if e < 5 {
+			t.Errorf("the job that ended %dms after the first is still listed; the oldest 5 should have gone", e)
+		}
+	}
+}

@@ -228,6 +228,12 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 	if bar != nil {
 		bar.Finish()
 	}
+	if jobErr == nil && ctx.Err() != nil {
+		// Ctrl-C while the input waited ends the input, and a job of the
+		// inputs before it can finish cleanly: it is still not the job
+		// asked for.
+		jobErr = ctx.Err()
+	}
 	if writeErr != nil {
 		return writeErr
 	}
