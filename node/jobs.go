@@ -50,17 +50,16 @@ type nodeJob struct {
 	spool  *inputSpool        // nil for a range, whose inputs are closed from the start, or when attached
 	cancel context.CancelFunc // nil when attached
 
-	attached    bool
-	lastReport  time.Time // an attached job's latest progress report
-	cancelAsked bool      // shoal.job.cancel asked an attached job's client to cancel it
-	abandoned   bool      // its inputs stopped coming, never closed
-	announced   string    // the state last gossiped, guarded by jobs.mu
+	attached  bool
+	announced string // the state last gossiped, guarded by jobs.mu
 
-	mu       sync.Mutex
-	info     grid.JobInfo
-	canceled bool
-	started  time.Time
-	changed  chan struct{} // closed and replaced when results arrive or the state changes
+	mu         sync.Mutex
+	info       grid.JobInfo
+	canceled   bool      // by shoal.job.cancel: an attached job's client is asked to cancel it
+	abandoned  bool      // its inputs stopped coming, never closed
+	lastReport time.Time // an attached job's latest progress report
+	started    time.Time
+	changed    chan struct{} // closed and replaced when results arrive or the state changes
 }
 
 // initJobs prepares the data directory: cfg.DataDir, or a temporary one.
@@ -92,8 +91,9 @@ func (n *Node) initJobs() {
 	}
 }
 
-// loop refreshes the jobs' view of the grid while any runs, and removes
-// the jobs ended longer than the retention time ago.
+// loop refreshes the jobs' view of the grid while a detached job runs,
+// ends the jobs whose clients went silent, gossips the jobs' states, and
+// forgets the jobs ended longer than the retention time ago.
 func (j *jobs) loop() {
 	t := time.NewTicker(j.n.cfg.Timing.LoadInterval)
 	defer t.Stop()
@@ -103,7 +103,7 @@ func (j *jobs) loop() {
 			return
 		case <-t.C:
 		}
-		if j.running() > 0 {
+		if j.detachedRunning() {
 			j.refreshView(j.n.ctx)
 		}
 		j.loseSilent(time.Now())
@@ -113,16 +113,20 @@ func (j *jobs) loop() {
 	}
 }
 
-func (j *jobs) running() int {
+// detachedRunning reports whether a job this node runs itself is running:
+// only those need its view of the grid.
+func (j *jobs) detachedRunning() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	running := 0
 	for _, job := range j.byID {
-		if !job.snapshot().Ended() {
-			running++
+		job.mu.Lock()
+		running := !job.attached && job.info.State == grid.JobRunning
+		job.mu.Unlock()
+		if running {
+			return true
 		}
 	}
-	return running
+	return false
 }
 
 func (j *jobs) refreshView(ctx context.Context) *grid.View {
@@ -326,7 +330,7 @@ func (n *Node) jobProgress(ctx context.Context, report grid.JobInfo) (grid.Progr
 		info.State, info.Error, info.EndedMs = grid.JobRunning, "", 0
 	}
 	job.signal()
-	return grid.ProgressReply{Cancel: job.cancelAsked && info.State == grid.JobRunning}, nil
+	return grid.ProgressReply{Cancel: job.canceled && info.State == grid.JobRunning}, nil
 }
 
 // submit starts a job and returns its id.
@@ -559,7 +563,6 @@ func (n *Node) cancelJob(ctx context.Context, id string) (grid.JobInfo, error) {
 	running := job.info.State == grid.JobRunning
 	if running {
 		job.canceled = true
-		job.cancelAsked = true
 	}
 	job.mu.Unlock()
 	if running {

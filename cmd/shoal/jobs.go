@@ -5,13 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/shoalgrid/shoal"
 	"github.com/shoalgrid/shoal/grid"
@@ -188,12 +185,7 @@ canceled; 130 when interrupted (the job runs on).`,
 			}
 			defer c.Close()
 			stderr := cmd.ErrOrStderr()
-			var bar *progressbar.ProgressBar
-			if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-				bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(stderr),
-					progressbar.OptionSetDescription(job.ID), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
-					progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-			}
+			bar := terminalBar(stderr, -1, job.ID)
 			info, err := job.Wait(ctx, func(info shoal.JobInfo) {
 				if bar != nil {
 					bar.ChangeMax64(info.Total)

@@ -197,12 +197,7 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 		return submitDetached(ctx, c, in, fn, opts, stdout, stderr)
 	}
 	out := bufio.NewWriterSize(stdout, 64<<10)
-	var bar *progressbar.ProgressBar
-	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		bar = progressbar.NewOptions64(in.total, progressbar.OptionSetWriter(stderr),
-			progressbar.OptionSetDescription(fn), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
-			progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
-	}
+	bar := terminalBar(stderr, in.total, fn)
 	// Each batch of results is flushed as it is printed, so that results
 	// show while the input is still coming.
 	opts = append(opts, shoal.WithProgress(func(done, _ int) {
@@ -286,6 +281,18 @@ func runSubmit(cmd *cobra.Command, g *globalOptions, o *submitOptions, fn string
 		return &exitError{code: 2}
 	}
 	return nil
+}
+
+// terminalBar is a progress bar of total items (-1: unknown) on w when w
+// is a terminal, and nil otherwise: a pipe gets none of it.
+func terminalBar(w io.Writer, total int64, description string) *progressbar.ProgressBar {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	return progressbar.NewOptions64(total, progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(description), progressbar.OptionShowCount(), progressbar.OptionShowIts(),
+		progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
 }
 
 // maxFailuresShown bounds the failed items whose errors stderr lists.

@@ -4,7 +4,6 @@ package testbed_test
 
 import (
 	"bufio"
-	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
@@ -251,5 +250,3 @@ func (g *secureGrid) awaitRunning(name string) {
 }
 
 func quote(s string) string { return strconv.Quote(s) }
-
-var _ = context.Background
