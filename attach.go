@@ -25,11 +25,11 @@ type attachment struct {
 	info   JobInfo // as registered; the counts below are its progress
 	cancel context.CancelFunc
 
-	done, failed, cached atomic.Int64
-	canceledByGrid       atomic.Bool // a node relayed shoal.job.cancel
-	everRegistered       bool        // by report, which alone reads it
+	canceledByGrid atomic.Bool // a node relayed shoal.job.cancel
+	everRegistered bool        // by report, which alone reads it
 
 	mu    sync.Mutex
+	tally JobInfo       // the counts of the results so far
 	id    string        // given by the node registering the job
 	final *JobInfo      // the job's end, once known
 	ended chan struct{} // closed with final
@@ -52,17 +52,11 @@ func (c *Client) attach(fn string, total int, cancel context.CancelFunc) *attach
 
 // count adds a batch of results to the job's progress.
 func (a *attachment) count(batch []scheduler.Result) {
-	var failed, cached int64
+	a.mu.Lock()
+	defer a.mu.Unlock()
 	for _, r := range batch {
-		if r.Err != nil {
-			failed++
-		} else if r.Cached {
-			cached++
-		}
+		a.tally.Count(int64(r.Index), r.Node, r.Cached, r.Err)
 	}
-	a.done.Add(int64(len(batch)))
-	a.failed.Add(failed)
-	a.cached.Add(cached)
 }
 
 // finish records the job's end; the last report carries it. Close waits
@@ -72,10 +66,6 @@ func (a *attachment) finish(st scheduler.Stats, err error) {
 	info.Retries = int64(st.Retries)
 	info.Total = info.Done
 	info.EndedMs = time.Now().UnixMilli()
-	info.PerNode = make(map[string]int64, len(st.PerNode))
-	for name, n := range st.PerNode {
-		info.PerNode[name] = int64(n)
-	}
 	switch {
 	case a.canceledByGrid.Load():
 		info.State = grid.JobCanceled
@@ -93,11 +83,13 @@ func (a *attachment) finish(st scheduler.Stats, err error) {
 }
 
 func (a *attachment) progress() JobInfo {
-	info := a.info
 	a.mu.Lock()
+	defer a.mu.Unlock()
+	info := a.info
 	info.ID = a.id
-	a.mu.Unlock()
-	info.Done, info.Failed, info.Cached = a.done.Load(), a.failed.Load(), a.cached.Load()
+	info.Done, info.Failed, info.Cached = a.tally.Done, a.tally.Failed, a.tally.Cached
+	t := a.tally.Clone()
+	info.PerNode, info.FailedKinds, info.Failures = t.PerNode, t.FailedKinds, t.Failures
 	return info
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"iter"
 	"os"
-	"sort"
 	"sync"
 	"time"
 
@@ -177,50 +176,9 @@ func jobOwner() string {
 // member that does not answer within the context's time is left out and
 // named in the error, which comes with the jobs of the others.
 func (c *Client) Jobs(ctx context.Context) ([]JobInfo, error) {
-	members := c.view().Alive()
-	type reported struct {
-		JobInfo
-		reporter string // the member that listed it
-	}
-	var (
-		mu   sync.Mutex
-		byID = make(map[string]reported)
-		all  []JobInfo
-		errs []error
-		wg   sync.WaitGroup
-	)
-	for _, m := range members {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			jobs, err := c.stub.Jobs(ctx, m.RPC)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("%s (%s): %w", m.Name, m.RPC, err))
-				return
-			}
-			for _, info := range jobs {
-				// A job is its coordinator's to report; the others list
-				// only the lost jobs of gone coordinators, each of them.
-				if prev, ok := byID[info.ID]; !ok || (info.Coordinator == m.Name && prev.Coordinator != prev.reporter) {
-					byID[info.ID] = reported{JobInfo: info, reporter: m.Name}
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	for _, r := range byID {
-		all = append(all, r.JobInfo)
-	}
-	sort.Slice(all, func(a, b int) bool {
-		if all[a].StartedMs != all[b].StartedMs {
-			return all[a].StartedMs < all[b].StartedMs
-		}
-		return all[a].ID < all[b].ID
-	})
-	if len(errs) > 0 {
-		return all, fmt.Errorf("shoal: listing jobs: %w", errors.Join(errs...))
+	all, err := c.stub.GridJobs(ctx, c.view().Alive())
+	if err != nil {
+		return all, fmt.Errorf("shoal: listing jobs: %w", err)
 	}
 	return all, nil
 }

@@ -35,6 +35,19 @@ type CacheInfo struct {
 	Stored   uint64  `msgpack:"stored" json:"stored"`     // values it stored
 	Evicted  uint64  `msgpack:"evicted" json:"evicted"`   // entries it dropped to make room
 	Sent     uint64  `msgpack:"sent" json:"sent"`         // results it sent to their owners
+	Unsent   uint64  `msgpack:"unsent" json:"unsent"`     // results it did not send: their owner failed, or its breaker was open
+	Errors   uint64  `msgpack:"errors" json:"errors"`     // failed requests to a cache server or member
+	// Breakers are the breakers of the memcached servers, or of the
+	// members owning keys of the grid cache, that it writes to.
+	Breakers []Breaker `msgpack:"breakers,omitempty" json:"breakers,omitempty"`
+}
+
+// Breaker is the state of the breaker in front of one cache server or
+// member: "closed" (in use), "open" (skipped after failures) or
+// "half-open" (being probed).
+type Breaker struct {
+	Server string `msgpack:"server" json:"server"`
+	State  string `msgpack:"state" json:"state"`
 }
 
 // Cache returns the kind of result cache the node at addr uses, with its

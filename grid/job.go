@@ -2,9 +2,18 @@ package grid
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/shoalgrid/shoal/rpc"
 )
 
 // The methods of jobs a node coordinates. A client in any language runs a
@@ -110,6 +119,71 @@ type JobInfo struct {
 	Error          string  `msgpack:"error,omitempty" json:"error,omitempty"`       // why it failed
 	// PerNode counts the items each node computed.
 	PerNode map[string]int64 `msgpack:"per_node,omitempty" json:"per_node,omitempty"`
+	// FailedKinds counts the failed items by error kind (rpc.Kind).
+	FailedKinds map[string]int64 `msgpack:"failed_kinds,omitempty" json:"failed_kinds,omitempty"`
+	// Failures are the first MaxJobFailures failed items, in the order
+	// their results came. Job lists leave them off; a job's status has
+	// them.
+	Failures []JobFailure `msgpack:"failures,omitempty" json:"failures,omitempty"`
+}
+
+// MaxJobFailures bounds the failed items a JobInfo lists.
+const MaxJobFailures = 100
+
+// maxFailureMessage bounds the bytes of a listed failure's message.
+const maxFailureMessage = 300
+
+// JobFailure is a failed item of a job.
+type JobFailure struct {
+	Index   int64  `msgpack:"index" json:"index"`
+	Kind    string `msgpack:"kind" json:"kind"`
+	Message string `msgpack:"message" json:"message"`
+}
+
+// Count adds one item's outcome to the job's counts: Done, Failed with
+// FailedKinds and Failures, Cached, or PerNode for the node that
+// computed it.
+func (j *JobInfo) Count(index int64, node string, cached bool, err error) {
+	j.Done++
+	switch {
+	case err != nil:
+		j.Failed++
+		e := rpc.ErrorOf(err)
+		if j.FailedKinds == nil {
+			j.FailedKinds = make(map[string]int64)
+		}
+		j.FailedKinds[string(e.Kind)]++
+		if len(j.Failures) < MaxJobFailures {
+			msg := e.Message
+			if len(msg) > maxFailureMessage {
+				msg = strings.ToValidUTF8(msg[:maxFailureMessage], "") + "…"
+			}
+			j.Failures = append(j.Failures, JobFailure{Index: index, Kind: string(e.Kind), Message: msg})
+		}
+	case cached:
+		j.Cached++
+	default:
+		if j.PerNode == nil {
+			j.PerNode = make(map[string]int64)
+		}
+		j.PerNode[node]++
+	}
+}
+
+// Clone returns a copy of the job's info that shares no map or slice
+// with it.
+func (j JobInfo) Clone() JobInfo {
+	j.PerNode = maps.Clone(j.PerNode)
+	j.FailedKinds = maps.Clone(j.FailedKinds)
+	j.Failures = slices.Clone(j.Failures)
+	return j
+}
+
+// Summary returns the job's info without what a listing leaves off: its
+// Failures.
+func (j JobInfo) Summary() JobInfo {
+	j.Failures = nil
+	return j.Clone()
 }
 
 // Ended reports whether the job will change no more.
@@ -209,4 +283,52 @@ func (s Stub) Jobs(ctx context.Context, addr string) ([]JobInfo, error) {
 	var jobs []JobInfo
 	err := s.Caller.Call(ctx, addr, MethodJobList, &jobs)
 	return jobs, err
+}
+
+// GridJobs lists the jobs the members coordinate, asking each of them
+// (shoal.job.list), oldest first. A job is its coordinator's to report;
+// the others' reports count only for a coordinator that does not answer
+// (a lost job's). The members that do not answer are named in the error,
+// which comes with the jobs of the others.
+func (s Stub) GridJobs(ctx context.Context, members []Member) ([]JobInfo, error) {
+	type reported struct {
+		JobInfo
+		reporter string // the member that listed it
+	}
+	var (
+		mu   sync.Mutex
+		byID = make(map[string]reported)
+		errs []error
+		wg   sync.WaitGroup
+	)
+	for _, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			jobs, err := s.Jobs(ctx, m.RPC)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s (%s): %w", m.Name, m.RPC, err))
+				return
+			}
+			for _, info := range jobs {
+				if prev, ok := byID[info.ID]; !ok || (info.Coordinator == m.Name && prev.Coordinator != prev.reporter) {
+					byID[info.ID] = reported{JobInfo: info, reporter: m.Name}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	all := make([]JobInfo, 0, len(byID))
+	for _, r := range byID {
+		all = append(all, r.JobInfo)
+	}
+	sort.Slice(all, func(a, b int) bool {
+		if all[a].StartedMs != all[b].StartedMs {
+			return all[a].StartedMs < all[b].StartedMs
+		}
+		return all[a].ID < all[b].ID
+	})
+	return all, errors.Join(errs...)
 }
