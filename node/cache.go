@@ -104,7 +104,11 @@ func (n *Node) maxCachedSize() int {
 // counters.
 func (n *Node) cacheInfo() grid.CacheInfo {
 	st := n.cache.Stats()
-	info := grid.CacheInfo{Hits: st.Hits, Misses: st.Misses, Stored: st.Stored, Evicted: st.Evicted, Sent: st.Sent}
+	info := grid.CacheInfo{Hits: st.Hits, Misses: st.Misses, Stored: st.Stored, Evicted: st.Evicted, Sent: st.Sent,
+		Unsent: st.Unsent, Errors: st.Errors}
+	for _, s := range st.Servers {
+		info.Breakers = append(info.Breakers, grid.Breaker{Server: s.Addr, State: s.Breaker})
+	}
 	switch {
 	case n.peers != nil:
 		info.Kind = grid.CacheGrid

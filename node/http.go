@@ -121,8 +121,9 @@ func (c *rpcCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(rpcAcceptErrorsDesc, prometheus.CounterValue, float64(st.AcceptErrors))
 }
 
-// httpHandler serves /healthz, /readyz, /metrics and /members, the last
-// two (and any path added later) only to callers who may call the node.
+// httpHandler serves /healthz, /readyz, /metrics, /members and the
+// dashboard (every other path); all but the first two only to callers
+// who may call the node.
 func (n *Node) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -140,6 +141,7 @@ func (n *Node) httpHandler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(n.Members())
 	})
+	mux.Handle("/", n.dash)
 	return n.requireAccess(mux)
 }
 
@@ -147,9 +149,14 @@ func (n *Node) httpHandler() http.Handler {
 // know no token, and the answers tell nothing about the grid.
 var openPaths = map[string]bool{"/healthz": true, "/readyz": true}
 
+// apiPaths are the paths beside the dashboard's; the dashboard checks the
+// token on its own paths, sending a browser without it to its login form.
+var apiPaths = map[string]bool{"/metrics": true, "/members": true}
+
 // requireAccess guards every path but openPaths as RPC is guarded: with a
-// token, the request must carry it as "Authorization: Bearer <token>";
-// with TLS that requires client certificates, it must have come with one.
+// token, the request must carry it as "Authorization: Bearer <token>" (or
+// the session cookie of the dashboard's login); with TLS that requires
+// client certificates, it must have come with one.
 func (n *Node) requireAccess(next http.Handler) http.Handler {
 	token := []byte(n.cfg.RPC.Token)
 	needCert := n.cfg.RPC.TLS != nil && n.cfg.RPC.TLS.ClientAuth == tls.RequireAndVerifyClientCert
@@ -165,7 +172,7 @@ func (n *Node) requireAccess(next http.Handler) http.Handler {
 			http.Error(w, "a client certificate signed by the grid's CA is required", http.StatusUnauthorized)
 			return
 		}
-		if len(token) > 0 {
+		if len(token) > 0 && apiPaths[r.URL.Path] && !n.dash.HasSession(r) {
 			// A request that brings no token guesses nothing and is refused
 			// at once; one that brings a token is checked under the RPC
 			// server's limits on guessing.

@@ -57,7 +57,8 @@ func (j *jobs) announce() {
 	}
 	j.mu.Unlock()
 	for _, info := range changed {
-		info.PerNode = nil // it could outgrow a gossip packet
+		// The rest could outgrow a gossip packet.
+		info.PerNode, info.Failures = nil, nil
 		b, err := msgpack.Marshal(&info)
 		if err != nil {
 			continue

@@ -222,11 +222,7 @@ func (job *nodeJob) remove() {
 func (job *nodeJob) snapshot() grid.JobInfo {
 	job.mu.Lock()
 	defer job.mu.Unlock()
-	info := job.info
-	info.PerNode = make(map[string]int64, len(job.info.PerNode))
-	for k, v := range job.info.PerNode {
-		info.PerNode[k] = v
-	}
+	info := job.info.Clone()
 	if secs := job.elapsed().Seconds(); secs > 0 {
 		info.ItemsPerSecond = float64(info.Done) / secs
 	}
@@ -320,6 +316,12 @@ func (n *Node) jobProgress(ctx context.Context, report grid.JobInfo) (grid.Progr
 	if report.PerNode != nil {
 		info.PerNode = report.PerNode
 	}
+	if report.FailedKinds != nil && len(report.FailedKinds) <= maxFailedKinds {
+		info.FailedKinds = report.FailedKinds
+	}
+	if report.Failures != nil {
+		info.Failures = report.Failures[:min(len(report.Failures), grid.MaxJobFailures)]
+	}
 	if report.State != "" && report.State != grid.JobRunning {
 		info.State, info.Error, info.EndedMs = report.State, report.Error, report.EndedMs
 		if info.EndedMs == 0 {
@@ -332,6 +334,10 @@ func (n *Node) jobProgress(ctx context.Context, report grid.JobInfo) (grid.Progr
 	job.signal()
 	return grid.ProgressReply{Cancel: job.canceled && info.State == grid.JobRunning}, nil
 }
+
+// maxFailedKinds bounds the error kinds an attached job's report may
+// count failures under; there are a dozen kinds.
+const maxFailedKinds = 64
 
 // submit starts a job and returns its id.
 func (n *Node) submitJob(ctx context.Context, spec grid.JobSpec) (string, error) {
@@ -403,15 +409,7 @@ func (n *Node) runJob(ctx context.Context, job *nodeJob, src scheduler.Source, o
 		}
 		job.mu.Lock()
 		for _, r := range batch {
-			job.info.Done++
-			switch {
-			case r.Err != nil:
-				job.info.Failed++
-			case r.Cached:
-				job.info.Cached++
-			default:
-				job.info.PerNode[r.Node]++
-			}
+			job.info.Count(int64(r.Index), r.Node, r.Cached, r.Err)
 		}
 		job.signal()
 		job.mu.Unlock()
@@ -606,7 +604,7 @@ func (n *Node) listJobs(ctx context.Context) []grid.JobInfo {
 	n.jobs.mu.Unlock()
 	out := make([]grid.JobInfo, len(all))
 	for i, job := range all {
-		out[i] = job.snapshot()
+		out[i] = job.snapshot().Summary()
 	}
 	out = append(out, n.jobs.heardList()...)
 	sort.Slice(out, func(a, b int) bool {

@@ -43,6 +43,9 @@ func (n *Node) mapChunk(ctx context.Context, req grid.MapRequest) (*grid.MapRepl
 	out.Grow(len(req.Items.Raw))
 	enc := msgpack.NewEncoder(&out)
 	enc.UseCompactInts(true)
+	var times chunkTimes
+	defer n.funcs.add(info.Name, &times)
+	itemStart := time.Now()
 	for i, params := range items {
 		start := out.Len()
 		err := ctx.Err()
@@ -57,6 +60,9 @@ func (n *Node) mapChunk(ctx context.Context, req grid.MapRequest) (*grid.MapRepl
 			if err == nil {
 				err = enc.Encode(result)
 			}
+			now := time.Now()
+			times.observe(err != nil, now.Sub(itemStart))
+			itemStart = now
 		}
 		if err != nil {
 			out.Truncate(start)

@@ -41,6 +41,7 @@ import (
 	"github.com/hashicorp/memberlist"
 
 	"github.com/shoalgrid/shoal/cache"
+	"github.com/shoalgrid/shoal/dashboard"
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/rpc"
 )
@@ -56,6 +57,10 @@ type Node struct {
 	pool    *rpc.Pool
 	stub    grid.Stub // over pool: the node's calls to other members
 	metrics *metrics
+	funcs   funcStats // calls of each registered function, for shoal.stats
+	dash    *dashboard.Dashboard
+
+	startedAt time.Time // when New made it
 
 	rpcListener  net.Listener
 	httpListener net.Listener
@@ -118,6 +123,7 @@ func New(cfg Config, version string) (*Node, error) {
 		lost:        make(map[string]lostMember),
 		catalogue:   catalogue{byDigest: make(map[string][]rpc.FunctionInfo)},
 	}
+	n.startedAt = time.Now()
 	n.ctx, n.stop = context.WithCancel(context.Background())
 	if err := n.newCache(); err != nil {
 		return nil, err
@@ -128,7 +134,7 @@ func New(cfg Config, version string) (*Node, error) {
 	rpcCfg.Admit = func(ctx context.Context, fn rpc.FunctionInfo) (func(), error) {
 		return n.exec.Acquire(ctx)
 	}
-	rpcCfg.Observe = n.metrics.observeCall
+	rpcCfg.Observe = n.observeCall
 	rpcCfg.Completed = n.resultComputed
 	if rpcCfg.MaxCompletedSize <= 0 {
 		rpcCfg.MaxCompletedSize = n.maxCachedSize()
@@ -141,6 +147,7 @@ func New(cfg Config, version string) (*Node, error) {
 	}{
 		{grid.MethodMembers, n.Members, "every member this node knows, with state and load"},
 		{grid.MethodFunctions, n.Functions, "the functions the grid offers and the live nodes that offer each"},
+		{grid.MethodStats, n.stats, "this node's counters: load, gossip health, calls and latency histograms of each function, the cache's"},
 		{grid.MethodCache, n.cacheInfo, "the kind of result cache this node uses (grid, memcached or embedded), its share of the grid cache and its counters"},
 		{grid.MethodCacheGet, n.cacheGet, "the values this node holds of the grid cache for the keys given, nil for each it does not hold"},
 		{grid.MethodCacheSet, n.cacheSet, "stores values under keys in this node's share of the grid cache"},
@@ -164,6 +171,9 @@ func New(cfg Config, version string) (*Node, error) {
 	// peers' addresses then come from members holding the key, and the
 	// operator who gave a token but no TLS has chosen a trusted network.
 	// A node with a token and no key starts only when Insecure.
+	if n.dash, err = n.newDashboard(); err != nil {
+		return nil, err
+	}
 	n.pool = rpc.NewPool(rpc.ClientConfig{Token: cfg.RPC.Token, TLS: cfg.PeerTLS, Logger: cfg.Logger,
 		AllowPlaintextToken: len(cfg.GossipKey) > 0 || cfg.Insecure})
 	n.stub = grid.Stub{Caller: n.pool}
@@ -313,6 +323,9 @@ func (n *Node) start(ctx context.Context) error {
 			IdleTimeout:       n.cfg.HTTPIdleTimeout,
 			WriteTimeout:      n.cfg.HTTPWriteTimeout,
 		}
+		// Its event streams would hold a graceful shutdown up.
+		n.httpServer.RegisterOnShutdown(n.dash.Close)
+		n.goFunc(n.recordLoad)
 		serve := func() error { return n.httpServer.Serve(n.httpListener) }
 		if n.cfg.RPC.TLS != nil {
 			n.httpServer.TLSConfig = n.httpTLS()
@@ -470,6 +483,7 @@ func (n *Node) Close() error {
 		if n.rpcListener != nil {
 			n.rpcListener.Close()
 		}
+		n.dash.Close()
 		if n.httpServer != nil {
 			n.httpServer.Close()
 		} else if n.httpListener != nil {
