@@ -46,6 +46,7 @@ type jobOptions struct {
 	noCache  bool
 	progress func(done, total int)
 	stats    *Stats
+	total    int // the inputs a sequence holds, when WithTotal says; else -1 for a sequence
 }
 
 // WithAttempts sets how many times an item is tried in all, the first
@@ -109,6 +110,19 @@ func WithoutCache() Option { return func(o *jobOptions) { o.noCache = true } }
 // how many items are done and how many there are: -1 for inputs given as
 // an iter.Seq, whose length is unknown. f must not block.
 func WithProgress(f func(done, total int)) Option { return func(o *jobOptions) { o.progress = f } }
+
+// WithTotal tells a StreamSeq or MapSeq job how many inputs its sequence
+// holds, for WithProgress and the grid's job listing (its progress and
+// time left); without it a sequence's length is unknown until it ends.
+// Jobs over slices know their length already.
+func WithTotal(n int) Option {
+	return func(o *jobOptions) {
+		if n < 0 {
+			o.fail(fmt.Errorf("shoal: WithTotal(%d): a job cannot have fewer than no inputs", n))
+		}
+		o.total = n
+	}
+}
 
 // InOrder makes Stream and StreamSeq yield results in input order: a
 // result waits for those of the items before it. The job then holds up to
@@ -277,7 +291,7 @@ func streamFrom[Out any](ctx context.Context, c *Client, fn string, src schedule
 
 // readOptions applies opts, failing on the first bad one.
 func readOptions(opts []Option) (*jobOptions, error) {
-	o := &jobOptions{}
+	o := &jobOptions{total: -1}
 	for _, opt := range opts {
 		opt(o)
 	}
@@ -311,6 +325,9 @@ func run(ctx context.Context, c *Client, fn string, src scheduler.Source, total 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	done := 0
+	if total < 0 {
+		total = o.total
+	}
 	g := scheduler.Grid{Caller: c.pool, Members: &c.views}
 	reg := c.attach(fn, total, cancel)
 	st, err := scheduler.Run(ctx, g, fn, src, o.sched, func(batch []scheduler.Result) {

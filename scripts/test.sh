@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine with Go: installs what
-# the tests need (gcc, memcached, iproute2, podman, python3-msgpack), checks formatting, vets, runs every test
+# the tests need (gcc, memcached, iproute2, podman, python3-msgpack,
+# chromium), checks formatting, vets, runs every test
 # under the race detector, fuzzes the RPC message reader briefly and
 # measures a node's memory under huge calls and a client's over a large
 # job without the race detector.
@@ -27,6 +28,7 @@ need prlimit util-linux  # the descriptor test runs a node under prlimit
 need ip iproute2         # the multi-host tests make network namespaces (ip, tc)
 need podman podman       # the container tests build the image and run a grid of it
 need runc runc           # ... with runc, which starts where crun refuses hybrid cgroups
+need chromium chromium   # the dashboard's test drives it headless
 # The Python client's test runs Debian's python3 with Debian's msgpack.
 if ! /usr/bin/python3 -c 'import msgpack' >/dev/null 2>&1; then
 	echo "test.sh: python3-msgpack is missing; installing it" >&2

@@ -329,6 +329,9 @@ func (o *submitOptions) inputs(stdin io.Reader) (*jobInputs, error) {
 		return &jobInputs{
 			total: total,
 			run: func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option, each func(shoal.Item[msgpack.RawMessage]) error) (error, error) {
+				if total >= 0 && total <= math.MaxInt {
+					opts = append(opts[:len(opts):len(opts)], shoal.WithTotal(int(total)))
+				}
 				return runOver(ctx, c, fn, r.all(), opts, each, func() {})
 			},
 			submit: func(ctx context.Context, c *shoal.Client, fn string, opts []shoal.Option) (*shoal.Job, error) {
