@@ -44,10 +44,8 @@ func readmeFlags(t *testing.T) map[string]map[string]string {
 			}
 		case strings.HasPrefix(line, "`shoal bench ["):
 			current = []string{"bench"}
-		case strings.HasPrefix(line, "`shoal demo` takes"):
-			for _, m := range regexp.MustCompile("`--([a-z-]+)[^`]*` \\(([0-9,]+)").FindAllStringSubmatch(line, -1) {
-				add("demo", m[1], m[2])
-			}
+		case strings.HasPrefix(line, "`shoal demo`:"):
+			current = []string{"demo"}
 		case strings.HasPrefix(line, "| `--") && current != nil:
 			cells := strings.Split(line, "|")
 			for _, m := range flagName.FindAllStringSubmatch(cells[1], -1) {

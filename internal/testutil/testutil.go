@@ -105,7 +105,7 @@ func GoBuild(args ...string) ([]byte, error) {
 type Process struct {
 	t      testing.TB
 	cmd    *exec.Cmd
-	stdout bytes.Buffer
+	stdout LogBuffer // read while the process writes
 
 	mu     sync.Mutex
 	lines  []string
@@ -215,7 +215,7 @@ func (p *Process) Wait(timeout time.Duration) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-// Stdout returns what the process printed on stdout; call it after Wait.
+// Stdout returns what the process has printed on stdout so far.
 func (p *Process) Stdout() string { return p.stdout.String() }
 
 // Stderr returns what the process has printed on stderr so far.
