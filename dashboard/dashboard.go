@@ -18,6 +18,7 @@ import (
 	"html/template"
 	"io/fs"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -116,6 +117,14 @@ func New(cfg Config) (*Dashboard, error) {
 	return d, nil
 }
 
+// Guards reports whether the dashboard checks a request for path itself:
+// its page sends a browser without a session to the login form, and its
+// form and assets are open. A node guards its other paths.
+func Guards(path string) bool {
+	return path == "/" || path == "/login" || path == "/logout" ||
+		strings.HasPrefix(path, "/jobs/") || strings.HasPrefix(path, "/dashboard/")
+}
+
 // ServeHTTP serves the dashboard's paths: / and /jobs/ID (the page),
 // /login, /logout, /dashboard/static/ (assets), /dashboard/events (the
 // stream) and /dashboard/api/ (JSON).
@@ -156,7 +165,8 @@ func (d *Dashboard) current(ctx context.Context) (*Snapshot, []byte) {
 	if d.snap != nil && now.Sub(d.snapAt) < d.cfg.Interval*9/10 {
 		return d.snap, d.snapJSON
 	}
-	ctx, cancel := context.WithTimeout(ctx, d.cfg.ReadTimeout)
+	// The reading is everyone's: the browser that asked may go.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ReadTimeout)
 	r := d.cfg.Source.Read(ctx)
 	cancel()
 	now = time.Now()

@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shoalgrid/shoal/dashboard"
 	"github.com/shoalgrid/shoal/grid"
 	"github.com/shoalgrid/shoal/rpc"
 )
@@ -149,10 +150,6 @@ func (n *Node) httpHandler() http.Handler {
 // know no token, and the answers tell nothing about the grid.
 var openPaths = map[string]bool{"/healthz": true, "/readyz": true}
 
-// apiPaths are the paths beside the dashboard's; the dashboard checks the
-// token on its own paths, sending a browser without it to its login form.
-var apiPaths = map[string]bool{"/metrics": true, "/members": true}
-
 // requireAccess guards every path but openPaths as RPC is guarded: with a
 // token, the request must carry it as "Authorization: Bearer <token>" (or
 // the session cookie of the dashboard's login); with TLS that requires
@@ -172,7 +169,9 @@ func (n *Node) requireAccess(next http.Handler) http.Handler {
 			http.Error(w, "a client certificate signed by the grid's CA is required", http.StatusUnauthorized)
 			return
 		}
-		if len(token) > 0 && apiPaths[r.URL.Path] && !n.dash.HasSession(r) {
+		// The dashboard checks the token on its own paths, sending a
+		// browser without it to its login form.
+		if len(token) > 0 && !dashboard.Guards(r.URL.Path) && !n.dash.HasSession(r) {
 			// A request that brings no token guesses nothing and is refused
 			// at once; one that brings a token is checked under the RPC
 			// server's limits on guessing.

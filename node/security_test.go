@@ -98,7 +98,7 @@ func TestGossipKeyringRotation(t *testing.T) {
 }
 
 // TestHTTPRequiresTheToken: with a token, everything on HTTP but the
-// probes needs it as a bearer token.
+// probes and the dashboard's login form needs it as a bearer token.
 func TestHTTPRequiresTheToken(t *testing.T) {
 	n := startNode(t, "a", nil, func(c *Config) { c.GossipKey, c.RPC.Token = testKey, "s3cret" })
 	base := "http://" + n.HTTPAddr()
@@ -113,6 +113,10 @@ func TestHTTPRequiresTheToken(t *testing.T) {
 		{"/members", "Bearer wrong", 401},
 		{"/members", "Basic czNjcmV0", 401},
 		{"/nothing-here", "", 401},
+		{"/dashboard/api/snapshot", "", 401},
+		{"/dashboard/api/snapshot", "Bearer s3cret", 200},
+		{"/dashboard/static/app.js", "", 200}, // the login form's page needs it
+		{"/login", "", 200},
 		{"/metrics", "Bearer s3cret", 200},
 		{"/members", "bearer s3cret", 200},
 	} {
