@@ -416,3 +416,18 @@ func TestLoadHistory(t *testing.T) {
 		t.Error("a forgotten member with no known load keeps a history")
 	}
 }
+
+func TestBuildListsRunningJobsAndTheLastEnded(t *testing.T) {
+	var r Reading
+	for i := range MaxEndedJobs + 30 {
+		r.Jobs = append(r.Jobs, grid.JobInfo{ID: fmt.Sprint("ended-", i), State: grid.JobDone, StartedMs: int64(i)})
+	}
+	r.Jobs = append(r.Jobs, grid.JobInfo{ID: "old-but-running", State: grid.JobRunning, StartedMs: -1})
+	s := build("a", time.Now(), r, nil, nil)
+	if len(s.Jobs) != MaxEndedJobs+1 || s.OlderJobs != 30 {
+		t.Fatalf("%d jobs listed, %d left out; want %d and 30", len(s.Jobs), s.OlderJobs, MaxEndedJobs+1)
+	}
+	if s.Jobs[0].ID != "old-but-running" || s.Jobs[1].ID != fmt.Sprint("ended-", MaxEndedJobs+29) {
+		t.Errorf("order: %s, %s; want the running job, then the newest", s.Jobs[0].ID, s.Jobs[1].ID)
+	}
+}

@@ -31,6 +31,9 @@ type Snapshot struct {
 	Functions []FunctionRow `json:"functions"`
 	Cache     []CacheRow    `json:"cache"`
 	Problems  []string      `json:"problems"`
+	// OlderJobs counts the ended jobs left out: the page shows the running
+	// ones and the MaxEndedJobs that ended last.
+	OlderJobs int `json:"older_jobs"`
 	// WindowSeconds is the time the rates and percentiles cover: up to
 	// Window, less while the dashboard has been read for less.
 	WindowSeconds float64 `json:"window_seconds"`
@@ -92,6 +95,10 @@ type CacheRow struct {
 	HitRatio float64 `json:"hit_ratio"`
 }
 
+// MaxEndedJobs bounds the ended jobs a snapshot lists; shoal jobs lists
+// them all.
+const MaxEndedJobs = 50
+
 // HistoryLength is the seconds of load history kept per member.
 const HistoryLength = 300
 
@@ -124,7 +131,7 @@ func (h *loadHistory) record(now time.Time, members []grid.Member) {
 	for _, m := range members {
 		load := -1.0
 		if !m.Gone() && m.Slots > 0 {
-			load = m.Load()
+			load = math.Round(m.Load()*100) / 100 // the page draws no finer, and sends less
 		}
 		seen[m.Name] = true
 		h.push(m.Name, load, steps)
@@ -235,6 +242,13 @@ func build(node string, now time.Time, r Reading, earlier []reading, history map
 		}
 		return s.Jobs[a].StartedMs > s.Jobs[b].StartedMs
 	})
+	for i, j := range s.Jobs {
+		if j.Ended() && len(s.Jobs)-i > MaxEndedJobs {
+			s.OlderJobs = len(s.Jobs) - i - MaxEndedJobs
+			s.Jobs = s.Jobs[:i+MaxEndedJobs]
+			break
+		}
+	}
 	if s.Jobs == nil {
 		s.Jobs = []JobRow{}
 	}

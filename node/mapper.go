@@ -45,7 +45,10 @@ func (n *Node) mapChunk(ctx context.Context, req grid.MapRequest) (*grid.MapRepl
 	enc.UseCompactInts(true)
 	var times chunkTimes
 	defer n.funcs.add(info.Name, &times)
-	itemStart := time.Now()
+	// Items are timed on the monotonic clock alone (time.Since), which
+	// costs half of time.Now: this loop runs millions of times a second.
+	chunkStart := time.Now()
+	var itemStart time.Duration
 	for i, params := range items {
 		start := out.Len()
 		err := ctx.Err()
@@ -60,8 +63,8 @@ func (n *Node) mapChunk(ctx context.Context, req grid.MapRequest) (*grid.MapRepl
 			if err == nil {
 				err = enc.Encode(result)
 			}
-			now := time.Now()
-			times.observe(err != nil, now.Sub(itemStart))
+			now := time.Since(chunkStart)
+			times.observe(err != nil, now-itemStart)
 			itemStart = now
 		}
 		if err != nil {

@@ -184,6 +184,7 @@ function render(s) {
     el("td", {}, j.per_node ? shareBar(j.per_node, " items") : el("span", { class: "hint", text: "—" })),
     el("td", { text: j.coordinator }),
     el("td", {}, cancelButton(j)))), "no jobs yet: run one with shoal submit", 10);
+  document.getElementById("older-jobs").textContent = s.older_jobs > 0 ? `${fmt.int(s.older_jobs)} older jobs that ended are left out; shoal jobs lists them.` : "";
 
   document.getElementById("window").textContent = Math.round(s.window_seconds || 10);
   fill("functions", s.functions.map((f) => el("tr", { "data-name": f.name },
