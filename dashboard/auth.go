@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -133,8 +135,12 @@ func (d *Dashboard) csrfFor(r *http.Request) string {
 	return d.sessions.csrf(session)
 }
 
+// pagePath matches the paths of the dashboard's pages, where a login may
+// lead.
+var pagePath = regexp.MustCompile(`^/(jobs/[0-9A-Za-z_.-]{1,64})?$`)
+
 // sameOrigin refuses a request a browser says came from another site:
-// by Sec-Fetch-Site, or by an Origin that is not this host.
+// by Sec-Fetch-Site, or by an Origin that is not this scheme and host.
 func sameOrigin(r *http.Request) bool {
 	switch r.Header.Get("Sec-Fetch-Site") {
 	case "", "same-origin", "none":
@@ -145,8 +151,39 @@ func sameOrigin(r *http.Request) bool {
 	if origin == "" {
 		return true
 	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
 	u, err := url.Parse(origin)
-	return err == nil && u.Host == r.Host
+	return err == nil && u.Scheme == scheme && u.Host == r.Host
+}
+
+// hostAllowed guards a grid without a token against DNS rebinding: a
+// site whose name an attacker points at 127.0.0.1 is another origin to
+// the browser, which would let its scripts read the page and cancel jobs
+// with the page's own CSRF token. Such a request names the attacker's host
+// in Host, so only IP addresses, localhost and the node's own names pass.
+// With a token, a rebound page has no session cookie: every name is
+// allowed.
+func (d *Dashboard) hostAllowed(r *http.Request) bool {
+	if d.cfg.Token != "" {
+		return true
+	}
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.ToLower(host), ".")
+	if net.ParseIP(strings.Trim(host, "[]")) != nil || host == "localhost" {
+		return true
+	}
+	for _, name := range d.cfg.Hosts {
+		if strings.EqualFold(name, host) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkCSRF guards a request that changes state: a browser's must come
@@ -165,8 +202,8 @@ func (d *Dashboard) checkCSRF(r *http.Request, a access) bool {
 // login serves the login form (GET) and checks the token it posts.
 func (d *Dashboard) login(w http.ResponseWriter, r *http.Request) {
 	next := r.FormValue("next")
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		next = "/"
+	if !pagePath.MatchString(next) {
+		next = "/" // never off the site: browsers drop tabs and newlines in a URL, so only the page's own paths pass
 	}
 	if d.cfg.Token == "" {
 		http.Redirect(w, r, next, http.StatusSeeOther)
@@ -209,8 +246,7 @@ func (d *Dashboard) logout(w http.ResponseWriter, r *http.Request) {
 }
 
 func (d *Dashboard) loginForm(w http.ResponseWriter, next, problem string, status int) {
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
+	pageHeaders(w)
 	w.WriteHeader(status)
 	d.pages.ExecuteTemplate(w, "login.html", map[string]string{"Next": next, "Problem": problem, "Node": d.cfg.Node})
 }

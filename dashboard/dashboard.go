@@ -15,6 +15,7 @@ import (
 	"embed"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"html/template"
 	"io/fs"
 	"net/http"
@@ -56,7 +57,17 @@ type Config struct {
 	Interval time.Duration
 	// ReadTimeout bounds one Read. Default: 3s.
 	ReadTimeout time.Duration
+	// Hosts are names the node is reached by (its advertised host, the
+	// machine's name), which a grid without a token accepts in a
+	// request's Host beside IP addresses and localhost.
+	Hosts []string
+	// MaxStreams bounds the event streams open at once. Default: 64.
+	MaxStreams int
 }
+
+// streamWriteTimeout bounds writing one event: a browser that stops
+// reading loses its stream instead of holding a goroutine and a snapshot.
+const streamWriteTimeout = 10 * time.Second
 
 //go:embed assets
 var assets embed.FS
@@ -72,6 +83,7 @@ type Dashboard struct {
 
 	closing   chan struct{}
 	closeOnce sync.Once
+	streams   chan struct{} // a token per open event stream
 
 	histMu  sync.Mutex
 	history loadHistory
@@ -97,13 +109,17 @@ func New(cfg Config) (*Dashboard, error) {
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 3 * time.Second
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 64
+	}
 	pages, err := template.ParseFS(assets, "assets/*.html")
 	if err != nil {
 		return nil, err
 	}
 	static, _ := fs.Sub(assets, "assets")
 	d := &Dashboard{cfg: cfg, sessions: newSessions(cfg.Token), pages: pages,
-		static: http.StripPrefix("/dashboard/static/", http.FileServer(http.FS(static))), closing: make(chan struct{})}
+		static:  http.StripPrefix("/dashboard/static/", http.FileServer(http.FS(static))),
+		closing: make(chan struct{}), streams: make(chan struct{}, cfg.MaxStreams)}
 	d.mux = http.NewServeMux()
 	d.mux.HandleFunc("GET /{$}", d.page)
 	d.mux.HandleFunc("GET /jobs/{id}", d.page)
@@ -129,7 +145,22 @@ func Guards(path string) bool {
 // /login, /logout, /dashboard/static/ (assets), /dashboard/events (the
 // stream) and /dashboard/api/ (JSON).
 func (d *Dashboard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !d.hostAllowed(r) {
+		http.Error(w, "this grid has no token, so its dashboard answers only requests addressed to an IP address, localhost or the node's own names (against DNS rebinding); give the grid a token to reach it by other names", http.StatusMisdirectedRequest)
+		return
+	}
+	w.Header().Set("X-Content-Type-Options", "nosniff")
 	d.mux.ServeHTTP(w, r)
+}
+
+// pageHeaders are the headers of an HTML page: never cached, its own
+// files only, never in a frame.
+func pageHeaders(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'")
+	w.Header().Set("X-Frame-Options", "DENY")
+	w.Header().Set("Referrer-Policy", "same-origin")
 }
 
 // Close ends the event streams; the dashboard serves no more of them.
@@ -194,16 +225,19 @@ func (d *Dashboard) page(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/login?next="+r.URL.EscapedPath(), http.StatusSeeOther)
 		return
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
-	w.Header().Set("X-Frame-Options", "DENY")
+	pageHeaders(w)
 	d.pages.ExecuteTemplate(w, "index.html", map[string]any{
 		"Node": d.cfg.Node, "CSRF": d.csrfFor(r), "Secured": d.cfg.Token != "",
 	})
 }
 
+// asset serves the page's script and style; the page templates and the
+// directory are not for serving.
 func (d *Dashboard) asset(w http.ResponseWriter, r *http.Request) {
+	if !strings.HasSuffix(r.URL.Path, ".js") && !strings.HasSuffix(r.URL.Path, ".css") {
+		http.NotFound(w, r)
+		return
+	}
 	w.Header().Set("Cache-Control", "no-cache")
 	d.static.ServeHTTP(w, r)
 }
@@ -223,12 +257,19 @@ func (d *Dashboard) authorized(w http.ResponseWriter, r *http.Request) (access, 
 // events streams a snapshot every interval as server-sent events, until
 // the browser goes or the dashboard closes.
 func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
-	if _, ok := d.authorized(w, r); !ok {
+	a, ok := d.authorized(w, r)
+	if !ok {
 		return
 	}
+	select {
+	case d.streams <- struct{}{}:
+		defer func() { <-d.streams }()
+	default:
+		http.Error(w, fmt.Sprintf("%d dashboards are open on this node, its most; close one, or open another node's", cap(d.streams)), http.StatusServiceUnavailable)
+		return
+	}
+	session, _ := d.sessionOf(r)
 	rc := http.NewResponseController(w)
-	// The server's write timeout is for answers, not for a stream.
-	rc.SetWriteDeadline(time.Time{})
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("X-Accel-Buffering", "no")
@@ -236,7 +277,13 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 	t := time.NewTicker(d.cfg.Interval)
 	defer t.Stop()
 	for {
+		if a == bySession && !d.sessions.valid(session, time.Now()) {
+			return // the login expired: the page goes back to the form
+		}
 		_, b := d.current(r.Context())
+		// The server's write timeout is for answers, not for a stream:
+		// each event has its own.
+		rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 		if _, err := w.Write([]byte("event: snapshot\ndata: ")); err != nil {
 			return
 		}

@@ -188,10 +188,16 @@ func TestWithATokenThePageNeedsALogin(t *testing.T) {
 	if resp.StatusCode != http.StatusForbidden || len(resp.Cookies()) != 0 {
 		t.Errorf("a cross-site login: %s", resp.Status)
 	}
-	// next never leads off the site.
-	resp, _ = do(t, c, "POST", ts.URL+"/login", strings.NewReader("token="+testToken+"&next=//evil.example/"), form)
-	if loc := resp.Header.Get("Location"); loc != "/" {
-		t.Errorf("login with next=//evil.example/ leads to %q", loc)
+	// next never leads off the site: browsers drop tabs and newlines, and
+	// read a backslash as a slash.
+	for _, next := range []string{"//evil.example/", "/%09/evil.example/", "/%0a/evil.example", "/%5Cevil.example", "https:evil.example", "/jobs/../..//evil.example", "/%2F%2Fevil.example"} {
+		resp, _ = do(t, c, "POST", ts.URL+"/login", strings.NewReader("token="+testToken+"&next="+next), form)
+		if loc := resp.Header.Get("Location"); loc != "/" {
+			t.Errorf("login with next=%s leads to %q", next, loc)
+		}
+	}
+	if resp, _ := do(t, c, "GET", ts.URL+"/login", nil, nil); resp.Header.Get("X-Frame-Options") != "DENY" || !strings.Contains(resp.Header.Get("Content-Security-Policy"), "frame-ancestors 'none'") {
+		t.Errorf("the login form may be framed: %v", resp.Header)
 	}
 
 	login(t, ts, c)
@@ -429,5 +435,95 @@ func TestBuildListsRunningJobsAndTheLastEnded(t *testing.T) {
 	}
 	if s.Jobs[0].ID != "old-but-running" || s.Jobs[1].ID != fmt.Sprint("ended-", MaxEndedJobs+29) {
 		t.Errorf("order: %s, %s; want the running job, then the newest", s.Jobs[0].ID, s.Jobs[1].ID)
+	}
+}
+
+func TestOpenGridAnswersOnlyItsOwnNames(t *testing.T) {
+	src := &fakeSource{}
+	d, err := New(Config{Source: src, Node: "a", Hosts: []string{"node-a.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for host, want := range map[string]int{
+		"127.0.0.1:8787":         http.StatusOK,
+		"[::1]:8787":             http.StatusOK,
+		"localhost:8787":         http.StatusOK,
+		"node-a.example:8787":    http.StatusOK,
+		"NODE-A.example.":        http.StatusOK,
+		"evil.example:8787":      http.StatusMisdirectedRequest, // a rebound name
+		"127.0.0.1.evil.example": http.StatusMisdirectedRequest,
+	} {
+		r := httptest.NewRequest("GET", "/dashboard/api/snapshot", nil)
+		r.Host = host
+		w := httptest.NewRecorder()
+		d.ServeHTTP(w, r)
+		if w.Code != want {
+			t.Errorf("Host %s: %d, want %d", host, w.Code, want)
+		}
+	}
+	// With a token a rebound page has no session: every name may ask.
+	ts, _, _ := serve(t, testToken)
+	req, _ := http.NewRequest("GET", ts.URL+"/login", nil)
+	req.Host = "evil.example"
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("the login form by another name with a token: %v %v", resp.Status, err)
+	}
+}
+
+func TestOnlyTheScriptAndStyleAreServed(t *testing.T) {
+	ts, _, _ := serve(t, "")
+	for path, want := range map[string]int{
+		"/dashboard/static/app.js":     http.StatusOK,
+		"/dashboard/static/style.css":  http.StatusOK,
+		"/dashboard/static/":           http.StatusNotFound,
+		"/dashboard/static/index.html": http.StatusNotFound,
+		"/dashboard/static/login.html": http.StatusNotFound,
+	} {
+		resp, _ := do(t, http.DefaultClient, "GET", ts.URL+path, nil, nil)
+		if resp.StatusCode != want {
+			t.Errorf("%s: %s, want %d", path, resp.Status, want)
+		}
+	}
+}
+
+func TestStreamsAreBoundedAndEndWithTheirSession(t *testing.T) {
+	src := &fakeSource{}
+	d, err := New(Config{Source: src, Node: "a", Token: testToken, MaxStreams: 2, Interval: 100 * time.Millisecond,
+		CheckToken: func(context.Context, string, []byte) error { return nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(d)
+	defer ts.Close()
+	defer d.Close()
+	// A session about to expire: its stream ends with it.
+	cookie := &http.Cookie{Name: SessionCookie, Value: d.sessions.issue(time.Now().Add(1500 * time.Millisecond))}
+	open := func() *http.Response {
+		req, _ := http.NewRequest("GET", ts.URL+"/dashboard/events", nil)
+		req.AddCookie(cookie)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	first, second := open(), open()
+	defer second.Body.Close()
+	if third := open(); third.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("a third stream with a bound of two: %s", third.Status)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, first.Body)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("the stream of an expired session ended badly: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream outlived its session by 8s")
 	}
 }

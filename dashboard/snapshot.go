@@ -187,12 +187,17 @@ func build(node string, now time.Time, r Reading, earlier []reading, history map
 	if s.Problems == nil {
 		s.Problems = []string{}
 	}
-	var base *reading
+	// The readings to take rates against: within the window, at least
+	// half a second old, oldest first.
+	var window []*reading
 	for i := range earlier {
-		if now.Sub(earlier[i].at) <= Window+time.Second/2 && now.Sub(earlier[i].at) >= time.Second/2 {
-			base = &earlier[i]
-			break
+		if age := now.Sub(earlier[i].at); age <= Window+time.Second/2 && age >= time.Second/2 {
+			window = append(window, &earlier[i])
 		}
+	}
+	var base *reading
+	if len(window) > 0 {
+		base = window[0]
 	}
 	var secs float64
 	if base != nil {
@@ -224,9 +229,16 @@ func build(node string, now time.Time, r Reading, earlier []reading, history map
 
 	for _, job := range r.Jobs {
 		row := JobRow{JobInfo: job, RecentPerSecond: job.ItemsPerSecond, ETASeconds: -1}
-		if base != nil && !job.Ended() {
-			if before, ok := base.done[job.ID]; ok && job.Done >= before {
-				row.RecentPerSecond = float64(job.Done-before) / secs
+		if !job.Ended() {
+			// Against the oldest reading that saw the job: one from before
+			// it started would give its average since.
+			for _, w := range window {
+				if before, ok := w.done[job.ID]; ok {
+					if job.Done >= before {
+						row.RecentPerSecond = float64(job.Done-before) / now.Sub(w.at).Seconds()
+					}
+					break
+				}
 			}
 		}
 		if !job.Ended() && job.Total >= 0 && row.RecentPerSecond > 0 {

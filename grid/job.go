@@ -154,11 +154,7 @@ func (j *JobInfo) Count(index int64, node string, cached bool, err error) {
 		}
 		j.FailedKinds[string(e.Kind)]++
 		if len(j.Failures) < MaxJobFailures {
-			msg := e.Message
-			if len(msg) > maxFailureMessage {
-				msg = strings.ToValidUTF8(msg[:maxFailureMessage], "") + "…"
-			}
-			j.Failures = append(j.Failures, JobFailure{Index: index, Kind: string(e.Kind), Message: msg})
+			j.Failures = append(j.Failures, JobFailure{Index: index, Kind: string(e.Kind), Message: truncate(e.Message, maxFailureMessage)})
 		}
 	case cached:
 		j.Cached++
@@ -168,6 +164,58 @@ func (j *JobInfo) Count(index int64, node string, cached bool, err error) {
 		}
 		j.PerNode[node]++
 	}
+}
+
+// Bounds of what a client's report of an attached job may hold; Bound
+// trims a report to them, so that no client can grow a node's job list,
+// or the dashboards that show it, at will.
+const (
+	maxReportedNodes  = 1024 // PerNode entries
+	maxReportedKinds  = 32   // FailedKinds entries
+	maxReportedName   = 256  // bytes of a name: node, function, owner, kind
+	maxReportedError  = 1024 // bytes of Error
+	maxReportedFields = 64   // bytes of a kind or a state
+)
+
+// Bound trims a job's info, as a client reported it, to what a node
+// keeps: at most MaxJobFailures failures of bounded messages, a few dozen
+// kinds and a thousand nodes, names of at most 256 bytes.
+func (j *JobInfo) Bound() {
+	j.Function = truncate(j.Function, maxReportedName)
+	j.Owner = truncate(j.Owner, maxReportedName)
+	j.Error = truncate(j.Error, maxReportedError)
+	j.State = truncate(j.State, maxReportedFields)
+	j.PerNode = boundCounts(j.PerNode, maxReportedNodes, maxReportedName)
+	j.FailedKinds = boundCounts(j.FailedKinds, maxReportedKinds, maxReportedFields)
+	j.Failures = j.Failures[:min(len(j.Failures), MaxJobFailures)]
+	for i := range j.Failures {
+		j.Failures[i].Kind = truncate(j.Failures[i].Kind, maxReportedFields)
+		j.Failures[i].Message = truncate(j.Failures[i].Message, maxFailureMessage)
+	}
+}
+
+// boundCounts keeps at most n entries of counts (the largest), with keys
+// of at most keyBytes.
+func boundCounts(counts map[string]int64, n, keyBytes int) map[string]int64 {
+	if len(counts) == 0 {
+		return counts
+	}
+	keys := slices.Collect(maps.Keys(counts))
+	sort.Slice(keys, func(a, b int) bool { return counts[keys[a]] > counts[keys[b]] })
+	out := make(map[string]int64, min(len(keys), n))
+	for _, k := range keys[:min(len(keys), n)] {
+		out[truncate(k, keyBytes)] += counts[k]
+	}
+	return out
+}
+
+// truncate cuts s to at most n bytes, on a character boundary, marking the
+// cut.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n-len("…")], "") + "…"
 }
 
 // Clone returns a copy of the job's info that shares no map or slice

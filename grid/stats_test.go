@@ -1,8 +1,10 @@
 package grid
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +84,35 @@ func TestJobInfoCount(t *testing.T) {
 	s.FailedKinds["Timeout"] = 0
 	if s.Failures != nil || j.FailedKinds["Timeout"] == 0 {
 		t.Error("Summary keeps the failures, or shares its maps with the original")
+	}
+}
+
+func TestJobInfoBoundTrimsAClientsReport(t *testing.T) {
+	huge := strings.Repeat("x", 100_000)
+	j := JobInfo{Function: huge, Owner: huge, Error: huge, State: huge, PerNode: map[string]int64{}, FailedKinds: map[string]int64{}}
+	for i := range 5000 {
+		j.PerNode[fmt.Sprint(huge[:300], i)] = int64(i)
+		j.FailedKinds[fmt.Sprint("kind", i)] = int64(i)
+		j.Failures = append(j.Failures, JobFailure{Index: int64(i), Kind: huge, Message: huge})
+	}
+	j.Bound()
+	if len(j.Function) > 256 || len(j.Owner) > 256 || len(j.Error) > 1024 || len(j.State) > 64 {
+		t.Errorf("names not trimmed: %d %d %d %d bytes", len(j.Function), len(j.Owner), len(j.Error), len(j.State))
+	}
+	if len(j.PerNode) > 1024 || len(j.FailedKinds) > 32 || len(j.Failures) != MaxJobFailures {
+		t.Errorf("%d nodes, %d kinds, %d failures kept", len(j.PerNode), len(j.FailedKinds), len(j.Failures))
+	}
+	if j.FailedKinds["kind4999"] != 4999 {
+		t.Errorf("the largest kinds were not the ones kept: %v", j.FailedKinds)
+	}
+	size := 0
+	for k := range j.PerNode {
+		size += len(k)
+	}
+	for _, f := range j.Failures {
+		size += len(f.Kind) + len(f.Message)
+	}
+	if size > 300_000 {
+		t.Errorf("the trimmed report still holds %d bytes of names and messages", size)
 	}
 }

@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,7 +23,24 @@ func (n *Node) newDashboard() (*dashboard.Dashboard, error) {
 	return dashboard.New(dashboard.Config{
 		Source: (*dashboardSource)(n), Node: n.cfg.Name, Token: n.cfg.RPC.Token,
 		CheckToken: n.srv.CheckToken,
+		Hosts:      n.ownNames(),
 	})
+}
+
+// ownNames are the names this node may be reached by: its --advertise
+// host, the machine's host name and its fully qualified form.
+func (n *Node) ownNames() []string {
+	var names []string
+	if n.cfg.Advertise != "" {
+		names = append(names, n.cfg.Advertise)
+	}
+	if host, err := os.Hostname(); err == nil {
+		names = append(names, host)
+		if short, _, ok := strings.Cut(host, "."); ok {
+			names = append(names, short)
+		}
+	}
+	return names
 }
 
 // recordLoad adds the members' load to the dashboard's history once a

@@ -281,6 +281,10 @@ func (n *Node) attachJob(ctx context.Context, info grid.JobInfo) (string, error)
 	if info.Function == "" {
 		return "", rpc.Errorf(rpc.KindBadArguments, "attach: the job's function is missing")
 	}
+	if err := checkAttachedState(info); err != nil {
+		return "", err
+	}
+	info.Bound()
 	info.Coordinator, info.Mode = n.cfg.Name, grid.JobAttached
 	if info.State == "" {
 		info.State = grid.JobRunning
@@ -298,6 +302,16 @@ func (n *Node) attachJob(ctx context.Context, info grid.JobInfo) (string, error)
 	return info.ID, nil
 }
 
+// checkAttachedState refuses a report of an attached job in a state its
+// client cannot be in.
+func checkAttachedState(info grid.JobInfo) error {
+	switch info.State {
+	case "", grid.JobRunning, grid.JobDone, grid.JobFailed, grid.JobCanceled:
+		return nil
+	}
+	return rpc.Errorf(rpc.KindBadArguments, "job %.64s reported the state %.64q; an attached job is running, done, failed or canceled", info.ID, info.State)
+}
+
 // jobProgress takes an attached job's progress report and answers whether
 // its client should cancel it.
 func (n *Node) jobProgress(ctx context.Context, report grid.JobInfo) (grid.ProgressReply, error) {
@@ -308,6 +322,10 @@ func (n *Node) jobProgress(ctx context.Context, report grid.JobInfo) (grid.Progr
 	if !job.attached {
 		return grid.ProgressReply{}, rpc.Errorf(rpc.KindBadArguments, "job %s is detached: it reports to nobody", report.ID)
 	}
+	if err := checkAttachedState(report); err != nil {
+		return grid.ProgressReply{}, err
+	}
+	report.Bound()
 	job.mu.Lock()
 	defer job.mu.Unlock()
 	job.lastReport = time.Now()
@@ -316,11 +334,11 @@ func (n *Node) jobProgress(ctx context.Context, report grid.JobInfo) (grid.Progr
 	if report.PerNode != nil {
 		info.PerNode = report.PerNode
 	}
-	if report.FailedKinds != nil && len(report.FailedKinds) <= maxFailedKinds {
+	if report.FailedKinds != nil {
 		info.FailedKinds = report.FailedKinds
 	}
 	if report.Failures != nil {
-		info.Failures = report.Failures[:min(len(report.Failures), grid.MaxJobFailures)]
+		info.Failures = report.Failures
 	}
 	if report.State != "" && report.State != grid.JobRunning {
 		info.State, info.Error, info.EndedMs = report.State, report.Error, report.EndedMs
@@ -334,10 +352,6 @@ func (n *Node) jobProgress(ctx context.Context, report grid.JobInfo) (grid.Progr
 	job.signal()
 	return grid.ProgressReply{Cancel: job.canceled && info.State == grid.JobRunning}, nil
 }
-
-// maxFailedKinds bounds the error kinds an attached job's report may
-// count failures under; there are a dozen kinds.
-const maxFailedKinds = 64
 
 // submit starts a job and returns its id.
 func (n *Node) submitJob(ctx context.Context, spec grid.JobSpec) (string, error) {

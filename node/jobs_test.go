@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -268,5 +269,42 @@ func TestEndedAttachedJobsAreBounded(t *testing.T) {
 		if e < 5 {
 			t.Errorf("the job that ended %dms after the first is still listed; the oldest 5 should have gone", e)
 		}
+	}
+}
+
+// TestAttachedReportsAreChecked: a client's report of an attached job
+// cannot claim a state its client cannot be in, and what it carries is
+// trimmed before the node lists it to every dashboard.
+func TestAttachedReportsAreChecked(t *testing.T) {
+	a := startNode(t, "a", nil, nil)
+	ctx := context.Background()
+	stub := grid.Stub{Caller: a.pool}
+	_, err := stub.AttachJob(ctx, a.RPCAddr(), grid.JobInfo{Function: "square", State: "<b>pwned</b>"})
+	if !errors.Is(err, rpc.ErrBadArguments) {
+		t.Fatalf("attach in a made-up state: %v, want BadArguments", err)
+	}
+	id, err := stub.AttachJob(ctx, a.RPCAddr(), grid.JobInfo{Function: "square", State: grid.JobRunning})
+	if err != nil {
+		t.Fatal(err)
+	}
+	report := grid.JobInfo{ID: id, Function: "square", State: grid.JobRunning, PerNode: map[string]int64{}}
+	for i := range 5000 {
+		report.PerNode[strings.Repeat("n", 200)+strconv.Itoa(i)] = 1
+	}
+	for i := range 300 {
+		report.Failures = append(report.Failures, grid.JobFailure{Index: int64(i), Kind: "Timeout", Message: strings.Repeat("m", 10_000)})
+	}
+	if _, err := stub.JobProgress(ctx, a.RPCAddr(), report); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stub.JobProgress(ctx, a.RPCAddr(), grid.JobInfo{ID: id, State: "exploded"}); !errors.Is(err, rpc.ErrBadArguments) {
+		t.Errorf("a report in a made-up state: %v, want BadArguments", err)
+	}
+	info, err := stub.JobStatus(ctx, a.RPCAddr(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.PerNode) > 1024 || len(info.Failures) != grid.MaxJobFailures || len(info.Failures[0].Message) > 300 || info.State != grid.JobRunning {
+		t.Errorf("kept %d nodes, %d failures of %d bytes, state %s", len(info.PerNode), len(info.Failures), len(info.Failures[0].Message), info.State)
 	}
 }
