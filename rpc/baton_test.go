@@ -214,6 +214,8 @@ func TestLoneCallerCanceledWhileReading(t *testing.T) {
 			if err := callWithin(c, "add", nil, 1, 2); err != nil {
 				t.Fatal(err)
 			}
+			// add's reply comes before the server counts it done.
+			waitFor(t, "add to be counted out", func() bool { return s.Stats().InFlight == 0 })
 			ctx, cancel := context.WithCancel(context.Background())
 			returned := make(chan error, 1)
 			go func() { returned <- c.Call(ctx, "sleep", nil, 60_000) }()

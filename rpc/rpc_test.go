@@ -376,6 +376,10 @@ func TestShutdownRefusesOnEveryConnectionAtOnce(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A call's reply reaches its caller before the server counts it done:
+	// until the warm-up calls are counted out, InFlight == 1 could be one
+	// of them, and Shutdown would find the slow connection idle.
+	waitFor(t, "the warm-up calls to end", func() bool { return s.Stats().InFlight == 0 })
 	call := slow.Go(context.Background(), "sleep", nil, nil, 60_000)
 	waitFor(t, "the slow call to start", func() bool { return s.Stats().InFlight == 1 })
 	ctx, cancel := context.WithCancel(context.Background())

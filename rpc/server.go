@@ -135,6 +135,10 @@ type Server struct {
 	auth *authLimiter // slows down guessing the token
 	// budget counts the bytes calls hold; see MaxInFlightBytes.
 	budget byteBudget
+	// refusing is set as Shutdown begins, before it marks each connection
+	// draining, so that no connection takes a call once another has
+	// refused one.
+	refusing atomic.Bool
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -399,6 +403,7 @@ func (s *Server) startConn(conn net.Conn) {
 // then closes every connection. If ctx ends first it closes at once, as
 // Close does, and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.refusing.Store(true)
 	s.mu.Lock()
 	s.draining = true
 	s.closeListenersLocked()
@@ -774,7 +779,7 @@ func (c *serverConn) start(f *function, id uint32, wantReply bool, args []reflec
 	rc := &runningCall{cancel: cancel}
 	c.mu.Lock()
 	switch {
-	case c.draining:
+	case c.draining || c.s.refusing.Load():
 		c.mu.Unlock()
 		cancel()
 		return &Error{Kind: KindUnavailable, Message: "server is shutting down"}
