@@ -114,14 +114,15 @@ func (d *Dashboard) accessOf(r *http.Request) access {
 	if _, ok := d.sessionOf(r); ok {
 		return bySession
 	}
-	if token := bearer(r); token != nil && d.cfg.CheckToken(r.Context(), r.RemoteAddr, token) == nil {
+	if token := Bearer(r); token != nil && d.cfg.CheckToken(r.Context(), r.RemoteAddr, token) == nil {
 		return byBearer
 	}
 	return denied
 }
 
-// bearer returns the token of an "Authorization: Bearer" header, or nil.
-func bearer(r *http.Request) []byte {
+// Bearer returns the token of an "Authorization: Bearer" header, or nil.
+// A node checks its other paths with it too.
+func Bearer(r *http.Request) []byte {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return nil

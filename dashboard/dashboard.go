@@ -89,8 +89,7 @@ type Dashboard struct {
 	history loadHistory
 
 	snapMu   sync.Mutex // one Read at a time
-	snap     *Snapshot
-	snapJSON []byte
+	snapJSON []byte     // the last snapshot, encoded
 	snapAt   time.Time
 	readings []reading // the last Window's readings, oldest first
 }
@@ -189,12 +188,12 @@ func (d *Dashboard) historyCopy() map[string][]float64 {
 
 // current returns the snapshot of the grid, read again when the last is
 // older than the interval: however many watch, the grid is read once.
-func (d *Dashboard) current(ctx context.Context) (*Snapshot, []byte) {
+func (d *Dashboard) current(ctx context.Context) []byte {
 	d.snapMu.Lock()
 	defer d.snapMu.Unlock()
 	now := time.Now()
-	if d.snap != nil && now.Sub(d.snapAt) < d.cfg.Interval*9/10 {
-		return d.snap, d.snapJSON
+	if d.snapJSON != nil && now.Sub(d.snapAt) < d.cfg.Interval*9/10 {
+		return d.snapJSON
 	}
 	// The reading is everyone's: the browser that asked may go.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.cfg.ReadTimeout)
@@ -214,8 +213,8 @@ func (d *Dashboard) current(ctx context.Context) (*Snapshot, []byte) {
 	for len(d.readings) > 0 && now.Sub(d.readings[0].at) > Window+2*time.Second {
 		d.readings = d.readings[1:]
 	}
-	d.snap, d.snapJSON, d.snapAt = snap, b, now
-	return snap, b
+	d.snapJSON, d.snapAt = b, now
+	return b
 }
 
 // page serves the dashboard's page, or sends a browser without a session
@@ -280,7 +279,7 @@ func (d *Dashboard) events(w http.ResponseWriter, r *http.Request) {
 		if a == bySession && !d.sessions.valid(session, time.Now()) {
 			return // the login expired: the page goes back to the form
 		}
-		_, b := d.current(r.Context())
+		b := d.current(r.Context())
 		// The server's write timeout is for answers, not for a stream:
 		// each event has its own.
 		rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
@@ -306,7 +305,7 @@ func (d *Dashboard) snapshotJSON(w http.ResponseWriter, r *http.Request) {
 	if _, ok := d.authorized(w, r); !ok {
 		return
 	}
-	_, b := d.current(r.Context())
+	b := d.current(r.Context())
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Write(b)

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/cookiejar"
 	"net/http/httptest"
-	"net/url"
 	"regexp"
 	"strings"
 	"sync"
@@ -84,35 +84,14 @@ func serve(t *testing.T, token string) (*httptest.Server, *fakeSource, *Dashboar
 
 // browser is an HTTP client that keeps cookies and follows no redirects.
 func browser(t *testing.T) *http.Client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return &http.Client{
-		Jar:           newJar(),
+		Jar:           jar,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
-}
-
-type jar struct {
-	mu      sync.Mutex
-	cookies []*http.Cookie
-}
-
-func newJar() *jar { return &jar{} }
-
-func (j *jar) SetCookies(u *url.URL, cookies []*http.Cookie) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for _, c := range cookies {
-		if c.MaxAge < 0 {
-			j.cookies = nil
-			continue
-		}
-		j.cookies = []*http.Cookie{c}
-	}
-}
-
-func (j *jar) Cookies(u *url.URL) []*http.Cookie {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return j.cookies
 }
 
 func do(t *testing.T, c *http.Client, method, url string, body io.Reader, header map[string]string) (*http.Response, string) {

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -175,7 +174,7 @@ func (n *Node) requireAccess(next http.Handler) http.Handler {
 			// A request that brings no token guesses nothing and is refused
 			// at once; one that brings a token is checked under the RPC
 			// server's limits on guessing.
-			given := bearer(r)
+			given := dashboard.Bearer(r)
 			if given == nil {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="shoal"`)
 				http.Error(w, "send the grid's token as: Authorization: Bearer <token>", http.StatusUnauthorized)
@@ -189,15 +188,6 @@ func (n *Node) requireAccess(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
-}
-
-// bearer returns the token of an "Authorization: Bearer" header, or nil.
-func bearer(r *http.Request) []byte {
-	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return nil
-	}
-	return []byte(strings.TrimSpace(token))
 }
 
 // httpTLS is the TLS the HTTP endpoint serves when RPC serves TLS: the same
